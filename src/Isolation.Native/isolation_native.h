@@ -1,0 +1,170 @@
+/*
+ * isolation_native.h: the one contract between the managed library (src/Isolation) and the C shim.
+ *
+ * Managed code compiles an IsolationSpec into a flat array of iso_op records and a spawn request, all in
+ * native memory allocated before clone. The shim's child side walks that array between clone and execve.
+ * It interprets; it does not decide: policy, ordering and validation live in C#.
+ *
+ * Keep in sync with src/Isolation/Interop/Interop.Native.cs. Bump ISO_ABI_VERSION on any layout change.
+ */
+#ifndef ISOLATION_NATIVE_H
+#define ISOLATION_NATIVE_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#define ISO_ABI_VERSION 1
+
+/* Kinds of mount-plan operation, executed in order in the child's new mount namespace. */
+enum iso_op_kind {
+    ISO_OP_MOUNT = 1,        /* mount(s1 source, s2 target, s3 fstype, mount_flags, s4 data) */
+    ISO_OP_BIND = 2,         /* bind s1 on s2; flags: ISO_OPF_RECURSIVE, ISO_OPF_READONLY, ISO_OPF_OPTIONAL;
+                                mount_flags: extra MS_NOSUID/MS_NODEV/... applied with the read-only remount */
+    ISO_OP_MKDIR = 3,        /* mkdir -p s2 with mode n1 */
+    ISO_OP_SYMLINK = 4,      /* symlink(s1 target, s2 linkpath) */
+    ISO_OP_WRITE_FILE = 5,   /* create s2 with mode n1 and write n2 bytes from s1 */
+    ISO_OP_CHMOD = 6,        /* chmod(s2, n1) */
+    ISO_OP_REMOUNT = 7,      /* remount s2 with mount_flags (bind remount), recursive with ISO_OPF_RECURSIVE */
+    ISO_OP_PIVOT_ROOT = 8,   /* pivot_root into s2 and detach the old root; ISO_OPF_READONLY remounts / ro */
+    ISO_OP_MASK = 9,         /* hide s2: /dev/null over a file, an empty read-only tmpfs over a directory */
+    ISO_OP_PROPAGATION = 10, /* mount(NULL, s2, NULL, mount_flags (MS_PRIVATE|MS_SLAVE|MS_SHARED [|MS_REC])) */
+    ISO_OP_TOUCH = 11,       /* create an empty file s2 (mode n1) if missing, creating parents 0755 */
+    ISO_OP_COPY_FD = 12,     /* create s2 with mode n1 and copy the contents of fd n2 into it */
+    ISO_OP_MOUNT_SETATTR = 13, /* mount_setattr(s2, AT_RECURSIVE?, attr_set n1, attr_clr n2, userns fd = -1) */
+    ISO_OP_IDMAP = 14,       /* idmapped bind mount of s1 on s2 using the child's own user namespace */
+};
+
+/* iso_op.flags */
+#define ISO_OPF_RECURSIVE  0x1u
+#define ISO_OPF_READONLY   0x2u
+#define ISO_OPF_OPTIONAL   0x4u  /* skip when the source is missing */
+#define ISO_OPF_MKTARGET   0x8u  /* create the target (dir or file, like the source) when missing */
+
+struct iso_op {
+    uint32_t kind;
+    uint32_t flags;
+    uint64_t mount_flags;
+    const char *s1;
+    const char *s2;
+    const char *s3;
+    const char *s4;
+    int64_t n1;
+    int64_t n2;
+};
+
+/* iso_spawn_request.flags */
+#define ISO_SPAWN_SET_IDS        0x1u   /* setresgid/setgroups/setresuid to gid/uid/groups before exec */
+#define ISO_SPAWN_NEW_SESSION    0x2u   /* setsid() */
+#define ISO_SPAWN_LOOPBACK_UP    0x4u   /* bring lo up (new network namespace) */
+#define ISO_SPAWN_WAIT_RELEASE   0x8u   /* block on the sync pipe until the parent has written id maps */
+#define ISO_SPAWN_NO_CLONE3      0x10u  /* tests: force the clone() fallback */
+#define ISO_SPAWN_KEEP_FDS       0x20u  /* do not mark fds >= 3 close-on-exec (inherit them) */
+#define ISO_SPAWN_SET_GROUPS     0x40u  /* call setgroups(ngroups, groups) (needs setgroups "allow") */
+
+/* The request lives in one native block owned by the parent until the child has exec'd or exited. */
+struct iso_spawn_request {
+    uint32_t abi_version;
+    uint32_t flags;
+    uint64_t clone_flags;          /* CLONE_NEW* passed to clone3 (never CLONE_NEWTIME/CLONE_NEWCGROUP) */
+    uint64_t unshare_flags;        /* CLONE_NEWCGROUP / CLONE_NEWTIME, done by the child after release */
+    const char *path;              /* program; searched in search_path when it has no '/' */
+    char *const *argv;
+    char *const *envp;
+    const char *search_path;       /* PATH used for the search */
+    const char *cwd;               /* NULL: stay where we are (after pivot_root: "/") */
+    int32_t stdio_fds[3];          /* fd to dup2 onto 0/1/2, or -1 to inherit */
+    int32_t cgroup_fd;             /* cgroup v2 directory for CLONE_INTO_CGROUP, or -1 */
+    uint32_t uid;
+    uint32_t gid;
+    uint32_t ngroups;
+    const uint32_t *groups;
+    const char *hostname;
+    const char *domainname;
+    const char *timens_offsets;    /* written to /proc/self/timens_offsets after unshare(CLONE_NEWTIME) */
+    uint64_t timens_offsets_len;
+    const struct iso_op *ops;
+    uint32_t nops;
+    int32_t pdeath_signal;         /* 0: none */
+    int32_t init_fd;               /* execveat(init_fd, "", init_argv, envp, AT_EMPTY_PATH) instead, or -1 */
+    int32_t reserved0;
+    char *const *init_argv;        /* init_argv[1] is written by the child: the error fd number */
+    void *stack;                   /* child stack (CLONE_VM): the child runs here until execve */
+    uint64_t stack_size;
+    char *scratch;                 /* PATH search buffer */
+    uint64_t scratch_size;
+    /* Filled by IsolationNative_Spawn; read by the child. */
+    int32_t child_sync_fd;
+    int32_t child_error_fd;
+};
+
+struct iso_spawn_result {
+    int32_t pid;
+    int32_t pidfd;
+    int32_t sync_fd;     /* parent's write end: write one byte to release the child, close to abort it */
+    int32_t error_fd;    /* parent's read end: EOF means execve succeeded; else one iso_child_error */
+    int32_t used_clone3; /* 1: clone3 (CLONE_INTO_CGROUP honoured), 0: clone fallback */
+    int32_t reserved;
+};
+
+/* Setup steps, reported by the child in iso_child_error.step. Keep in sync with SetupStep.cs. */
+enum iso_step {
+    ISO_STEP_NONE = 0,
+    ISO_STEP_WAIT_RELEASE = 1,
+    ISO_STEP_UNSHARE_CGROUP = 2,
+    ISO_STEP_UNSHARE_TIME = 3,
+    ISO_STEP_TIME_OFFSETS = 4,
+    ISO_STEP_MOUNT_PROPAGATION = 5,
+    ISO_STEP_MOUNT_OP = 6,
+    ISO_STEP_HOSTNAME = 7,
+    ISO_STEP_DOMAINNAME = 8,
+    ISO_STEP_LOOPBACK = 9,
+    ISO_STEP_NEW_SESSION = 10,
+    ISO_STEP_DEATH_SIGNAL = 11,
+    ISO_STEP_SETGROUPS = 12,
+    ISO_STEP_SETGID = 13,
+    ISO_STEP_SETUID = 14,
+    ISO_STEP_STDIO = 15,
+    ISO_STEP_CHDIR = 16,
+    ISO_STEP_CLOSE_FDS = 17,
+    ISO_STEP_EXEC = 18,
+    ISO_STEP_EXEC_INIT = 19,
+    ISO_STEP_PAYLOAD_FORK = 20,    /* reported by isolation-init */
+};
+
+struct iso_child_error {
+    int32_t step;
+    int32_t op_index;  /* index into ops for ISO_STEP_MOUNT_OP, else -1 */
+    int32_t err;       /* errno */
+    int32_t detail;    /* step-specific: for a mount op, which sub-step failed (see iso_mount_substep) */
+};
+
+enum iso_mount_substep {
+    ISO_SUB_MAIN = 0, ISO_SUB_MKDIR_TARGET = 1, ISO_SUB_REMOUNT = 2, ISO_SUB_OPEN = 3,
+    ISO_SUB_WRITE = 4, ISO_SUB_CHDIR = 5, ISO_SUB_PIVOT = 6, ISO_SUB_DETACH = 7,
+};
+
+/* The managed mirror (Interop.Native.cs) relies on these sizes on 64-bit targets. */
+_Static_assert(sizeof(struct iso_op) == 64, "iso_op layout");
+_Static_assert(sizeof(struct iso_spawn_request) == 208, "iso_spawn_request layout");
+_Static_assert(sizeof(struct iso_child_error) == 16, "iso_child_error layout");
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Parent side (managed callers). All return -errno on failure unless stated. */
+int IsolationNative_AbiVersion(void);
+int IsolationNative_Spawn(struct iso_spawn_request *req, struct iso_spawn_result *res);
+int IsolationNative_Release(int sync_fd);
+int IsolationNative_WaitExec(int error_fd, struct iso_child_error *error);
+int IsolationNative_WriteProcFile(int pid, const char *name, const char *text, size_t len);
+int IsolationNative_PidfdSendSignal(int pidfd, int sig);
+int IsolationNative_ReapPidfd(int pidfd, int nohang, int32_t *code, int32_t *status, int64_t *rusage_user_us, int64_t *rusage_sys_us, int64_t *rusage_maxrss_kb);
+int IsolationNative_OpenInitMemfd(const char *path);
+const char *IsolationNative_LibraryPath(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,37 @@
+using Microsoft.Extensions.Logging;
+
+namespace Isolation.Diagnostics;
+
+/// <summary>Every setup step, logged at Debug through source-generated <see cref="LoggerMessageAttribute"/> methods.</summary>
+internal static partial class Log
+{
+    [LoggerMessage(EventId = 1, Level = LogLevel.Debug, Message = "clone3 {Program}: namespaces {Namespaces}")]
+    public static partial void Cloning(ILogger logger, string program, Namespaces namespaces);
+
+    [LoggerMessage(EventId = 2, Level = LogLevel.Debug, Message = "cloned pid {Pid} (clone3: {UsedClone3})")]
+    public static partial void Cloned(ILogger logger, int pid, bool usedClone3);
+
+    [LoggerMessage(EventId = 3, Level = LogLevel.Debug, Message = "pid {Pid}: wrote {File} = {Text}")]
+    public static partial void WroteProcFile(ILogger logger, int pid, string file, string text);
+
+    [LoggerMessage(EventId = 4, Level = LogLevel.Debug, Message = "pid {Pid}: ran {Tool} for a multi-range map")]
+    public static partial void RanMapTool(ILogger logger, int pid, string tool);
+
+    [LoggerMessage(EventId = 5, Level = LogLevel.Debug, Message = "pid {Pid}: released (sync 1)")]
+    public static partial void Released(ILogger logger, int pid);
+
+    [LoggerMessage(EventId = 6, Level = LogLevel.Debug, Message = "pid {Pid}: exec'd {Program}")]
+    public static partial void Execed(ILogger logger, int pid, string program);
+
+    [LoggerMessage(EventId = 7, Level = LogLevel.Debug, Message = "pid {Pid}: setup failed: {Message}")]
+    public static partial void SetupFailed(ILogger logger, int pid, string message);
+
+    [LoggerMessage(EventId = 8, Level = LogLevel.Debug, Message = "pid {Pid}: {Status}")]
+    public static partial void Exited(ILogger logger, int pid, ExitStatus status);
+
+    [LoggerMessage(EventId = 9, Level = LogLevel.Debug, Message = "pid {Pid}: sending signal {Signal}")]
+    public static partial void Signaling(ILogger logger, int pid, int signal);
+
+    [LoggerMessage(EventId = 10, Level = LogLevel.Debug, Message = "pid {Pid}: timeout of {Timeout} expired, killing")]
+    public static partial void TimedOut(ILogger logger, int pid, TimeSpan timeout);
+}

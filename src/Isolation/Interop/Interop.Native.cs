@@ -1,0 +1,126 @@
+using System.Runtime.InteropServices;
+
+namespace Isolation.Interop;
+
+/// <summary>The C shim (src/Isolation.Native). Layouts mirror isolation_native.h; keep them in sync.</summary>
+internal static unsafe partial class Interop
+{
+    internal const string NativeLibrary = "libIsolationNative";
+    internal const int AbiVersion = 1;
+
+    internal const uint ISO_SPAWN_SET_IDS = 0x1;
+    internal const uint ISO_SPAWN_NEW_SESSION = 0x2;
+    internal const uint ISO_SPAWN_LOOPBACK_UP = 0x4;
+    internal const uint ISO_SPAWN_WAIT_RELEASE = 0x8;
+    internal const uint ISO_SPAWN_NO_CLONE3 = 0x10;
+    internal const uint ISO_SPAWN_KEEP_FDS = 0x20;
+    internal const uint ISO_SPAWN_SET_GROUPS = 0x40;
+
+    internal const ulong CLONE_NEWTIME = 0x80;
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct iso_op
+    {
+        public uint kind;
+        public uint flags;
+        public ulong mount_flags;
+        public byte* s1;
+        public byte* s2;
+        public byte* s3;
+        public byte* s4;
+        public long n1;
+        public long n2;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct iso_spawn_request
+    {
+        public uint abi_version;
+        public uint flags;
+        public ulong clone_flags;
+        public ulong unshare_flags;
+        public byte* path;
+        public byte** argv;
+        public byte** envp;
+        public byte* search_path;
+        public byte* cwd;
+        public fixed int stdio_fds[3];
+        public int cgroup_fd;
+        public uint uid;
+        public uint gid;
+        public uint ngroups;
+        public uint* groups;
+        public byte* hostname;
+        public byte* domainname;
+        public byte* timens_offsets;
+        public ulong timens_offsets_len;
+        public iso_op* ops;
+        public uint nops;
+        public int pdeath_signal;
+        public int init_fd;
+        public int reserved0;
+        public byte** init_argv;
+        public void* stack;
+        public ulong stack_size;
+        public byte* scratch;
+        public ulong scratch_size;
+        public int child_sync_fd;
+        public int child_error_fd;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct iso_spawn_result
+    {
+        public int pid;
+        public int pidfd;
+        public int sync_fd;
+        public int error_fd;
+        public int used_clone3;
+        public int reserved;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct iso_child_error
+    {
+        public int step;
+        public int op_index;
+        public int err;
+        public int detail;
+    }
+
+    /// <returns>The shim's ABI version; must equal <see cref="AbiVersion"/>.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_AbiVersion")]
+    internal static partial int IsolationNative_AbiVersion();
+
+    /// <returns>0 with <paramref name="result"/> filled (the child waits on the sync pipe when asked to); -errno when clone3/clone or pipe2 failed (nothing is left open).</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_Spawn")]
+    internal static partial int IsolationNative_Spawn(iso_spawn_request* request, iso_spawn_result* result);
+
+    /// <returns>0 when the child was released; -errno when the write failed (the child then sees EOF and exits). Closes <paramref name="syncFd"/> either way.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_Release")]
+    internal static partial int IsolationNative_Release(int syncFd);
+
+    /// <returns>0 when the child reached execve; 1 when it reported <paramref name="error"/>; -errno on a read error. Closes <paramref name="errorFd"/>.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_WaitExec")]
+    internal static partial int IsolationNative_WaitExec(int errorFd, iso_child_error* error);
+
+    /// <returns>0 when all of <paramref name="text"/> was written to /proc/PID/NAME; -errno otherwise.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_WriteProcFile")]
+    internal static partial int IsolationNative_WriteProcFile(int pid, byte* name, byte* text, nuint length);
+
+    /// <returns>0 when the signal was sent; -errno (ESRCH once the process has been reaped).</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_PidfdSendSignal")]
+    internal static partial int IsolationNative_PidfdSendSignal(int pidfd, int signal);
+
+    /// <returns>0 when reaped (outputs filled); 1 when <paramref name="noHang"/> and still running; -errno otherwise.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_ReapPidfd")]
+    internal static partial int IsolationNative_ReapPidfd(int pidfd, int noHang, int* code, int* status, long* userMicros, long* systemMicros, long* maxRssKb);
+
+    /// <returns>A sealed memfd holding a copy of the file at <paramref name="path"/>; -errno on failure.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_OpenInitMemfd")]
+    internal static partial int IsolationNative_OpenInitMemfd(byte* path);
+
+    /// <returns>The file the shim was loaded from, or null when dladdr cannot tell.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_LibraryPath")]
+    internal static partial byte* IsolationNative_LibraryPath();
+}

@@ -1,0 +1,162 @@
+using Isolation.Diagnostics;
+using Microsoft.Extensions.Logging;
+using static Isolation.Interop.Interop;
+using static Tmds.Linux.LibC;
+
+namespace Isolation;
+
+/// <summary>
+/// A running sandbox, returned by <see cref="IsolationSpec.Start"/> once the program has been exec'd.
+/// Wait for it with <see cref="WaitForExitAsync"/>; disposing it kills whatever is left of the sandbox.
+/// </summary>
+public sealed class IsolatedProcess : IAsyncDisposable, IDisposable
+{
+    private readonly ILogger _logger;
+    private readonly TaskCompletionSource<ExitStatus> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Timer? _timeoutTimer;
+    private readonly TimeSpan? _timeout;
+    private int _pidfd;
+    private volatile bool _killRequested;
+    private volatile bool _timedOut;
+    private int _disposed;
+
+    internal IsolatedProcess(int pid, int pidfd, (Stream? Input, Stream? Output, Stream? Error) streams, TimeSpan? timeout, ILogger logger)
+    {
+        Id = pid;
+        _pidfd = pidfd;
+        _logger = logger;
+        _timeout = timeout;
+        StandardInput = streams.Input;
+        StandardOutput = streams.Output;
+        StandardError = streams.Error;
+        ExitWatcher.Register(this, pidfd);
+        if (timeout is { } t)
+            _timeoutTimer = new Timer(static state => ((IsolatedProcess)state!).OnTimeout(), this, t, Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>The program's process id, as seen from the caller's PID namespace.</summary>
+    public int Id { get; }
+
+    /// <summary>A pipe to the program's standard input when configured with <see cref="Stdio.Pipe"/>, else null.</summary>
+    public Stream? StandardInput { get; }
+
+    /// <summary>A pipe from the program's standard output when configured with <see cref="Stdio.Pipe"/>, else null.</summary>
+    public Stream? StandardOutput { get; }
+
+    /// <summary>A pipe from the program's standard error when configured with <see cref="Stdio.Pipe"/>, else null.</summary>
+    public Stream? StandardError { get; }
+
+    /// <summary>Whether the process has exited and been reaped.</summary>
+    public bool HasExited => _exited.Task.IsCompleted;
+
+    /// <summary>CPU time and peak memory once the process has exited; null before.</summary>
+    public ResourceUsage? ResourceUsage { get; private set; }
+
+    /// <summary>Waits for the process to exit. Cancelling stops the wait, not the process.</summary>
+    public Task<ExitStatus> WaitForExitAsync(CancellationToken cancellationToken = default) =>
+        cancellationToken.CanBeCanceled ? _exited.Task.WaitAsync(cancellationToken) : _exited.Task;
+
+    /// <summary>Waits for the process to exit, blocking the calling thread.</summary>
+    public ExitStatus WaitForExit() => _exited.Task.GetAwaiter().GetResult();
+
+    /// <summary>Waits up to <paramref name="timeout"/>; returns false if the process is still running.</summary>
+    public bool WaitForExit(TimeSpan timeout) => _exited.Task.Wait(timeout);
+
+    /// <summary>Sends <paramref name="signal"/> to the program (pidfd_send_signal(2): never a recycled pid).</summary>
+    /// <returns>False when the process has already exited.</returns>
+    public bool Signal(int signal)
+    {
+        if (signal is < 1 or > 64)
+            throw new ArgumentOutOfRangeException(nameof(signal), signal, "A signal number is 1 to 64.");
+        int pidfd = Volatile.Read(ref _pidfd);
+        if (pidfd < 0 || HasExited)
+            return false;
+        Log.Signaling(_logger, Id, signal);
+        int rc = IsolationNative_PidfdSendSignal(pidfd, signal);
+        if (rc == -ESRCH)
+            return false;
+        if (rc < 0)
+            throw new InvalidOperationException($"pidfd_send_signal({signal}) to pid {Id} failed: {Interop.Errnos.Describe(-rc)}");
+        return true;
+    }
+
+    /// <summary>
+    /// Kills the sandbox with SIGKILL. With a PID namespace that ends every process in it (the program is
+    /// its PID 1). The exit status then says <see cref="TerminationReason.Killed"/>.
+    /// </summary>
+    public bool Kill()
+    {
+        _killRequested = true;
+        return Signal(SIGKILL);
+    }
+
+    private void OnTimeout()
+    {
+        if (HasExited)
+            return;
+        _timedOut = true;
+        Log.TimedOut(_logger, Id, _timeout!.Value);
+        Signal(SIGKILL);
+    }
+
+    /// <summary>Exit watcher thread: the pidfd became readable. Reap and complete.</summary>
+    internal unsafe void OnExited()
+    {
+        int code, status;
+        long user, system, rss;
+        int rc = IsolationNative_ReapPidfd(_pidfd, 0, &code, &status, &user, &system, &rss);
+        if (rc != 0)
+        {
+            _exited.TrySetException(new InvalidOperationException($"waitid on pid {Id} failed: {Interop.Errnos.Describe(-rc)}"));
+            return;
+        }
+        _timeoutTimer?.Dispose();
+        ResourceUsage = new ResourceUsage(TimeSpan.FromMicroseconds(user), TimeSpan.FromMicroseconds(system), rss * 1024);
+        const int CLD_EXITED = 1, CLD_DUMPED = 3;
+        ExitStatus exit;
+        if (code == CLD_EXITED)
+            exit = new ExitStatus(TerminationReason.Exited, status, 0, false);
+        else
+        {
+            TerminationReason reason = _timedOut && status == SIGKILL ? TerminationReason.TimedOut
+                : _killRequested && status == SIGKILL ? TerminationReason.Killed
+                : TerminationReason.Signaled;
+            exit = new ExitStatus(reason, -1, status, code == CLD_DUMPED);
+        }
+        Log.Exited(_logger, Id, exit);
+        _exited.TrySetResult(exit);
+    }
+
+    /// <summary>Kills what is left of the sandbox, waits for it, and releases its descriptors.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
+        if (!HasExited)
+            Kill();
+        await _exited.Task.ConfigureAwait(false);
+        Release();
+    }
+
+    /// <summary>Kills what is left of the sandbox, waits for it, and releases its descriptors.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
+        if (!HasExited)
+            Kill();
+        ((IAsyncResult)_exited.Task).AsyncWaitHandle.WaitOne();
+        Release();
+    }
+
+    private void Release()
+    {
+        _timeoutTimer?.Dispose();
+        int pidfd = Interlocked.Exchange(ref _pidfd, -1);
+        if (pidfd >= 0)
+            close(pidfd);
+        StandardInput?.Dispose();
+        StandardOutput?.Dispose();
+        StandardError?.Dispose();
+    }
+}

@@ -1,0 +1,255 @@
+using System.Collections.Immutable;
+using Isolation.IdMaps;
+using Isolation.Mounts;
+using Microsoft.Extensions.Logging;
+using static Tmds.Linux.LibC;
+
+namespace Isolation;
+
+/// <summary>
+/// Composes a sandbox: namespaces, identity, mounts, environment, stdio. Immutable: every <c>With*</c>
+/// returns a new builder, so a half-built builder can be shared and specialised. <see cref="Build"/>
+/// validates the whole composition and freezes it into a reusable <see cref="IsolationSpec"/>.
+/// </summary>
+/// <example>
+/// <code>
+/// IsolationSpec spec = new NamespaceBuilder()
+///     .WithNamespaces(Namespaces.User | Namespaces.Pid | Namespaces.Mount)
+///     .MapCurrentUserToRoot()
+///     .WithMounts(m => m.Proc("/proc"))
+///     .Build();
+/// </code>
+/// </example>
+public sealed class NamespaceBuilder
+{
+    private readonly BuilderState _state;
+
+    /// <summary>Starts an empty composition: no new namespaces, the caller's identity and environment.</summary>
+    public NamespaceBuilder() : this(new BuilderState())
+    {
+    }
+
+    private NamespaceBuilder(BuilderState state) => _state = state;
+
+    internal BuilderState State => _state;
+
+    /// <summary>Create these namespaces (replaces the set given before).</summary>
+    public NamespaceBuilder WithNamespaces(Namespaces namespaces)
+    {
+        if ((namespaces & ~Namespaces.All) != 0)
+            throw new ArgumentOutOfRangeException(nameof(namespaces), namespaces, "Unknown namespace flags; combine values of the Namespaces enum.");
+        return With(_state with { Namespaces = namespaces });
+    }
+
+    /// <summary>Map the caller's uid and gid to root inside a new user namespace (<c>unshare --map-root-user</c>).</summary>
+    public NamespaceBuilder MapCurrentUserToRoot() =>
+        With(_state with { UidMaps = [new IdMap(0, geteuid(), 1)], GidMaps = [new IdMap(0, getegid(), 1)] });
+
+    /// <summary>Map the caller's uid and gid to themselves inside a new user namespace (<c>unshare --map-current-user</c>).</summary>
+    public NamespaceBuilder MapCurrentUser() =>
+        With(_state with { UidMaps = [new IdMap(geteuid(), geteuid(), 1)], GidMaps = [new IdMap(getegid(), getegid(), 1)] });
+
+    /// <summary>Add a uid range to the map (<c>unshare --map-users</c>). Several ranges for an unprivileged caller go through newuidmap and /etc/subuid.</summary>
+    public NamespaceBuilder MapUsers(uint inside, uint outside, uint count) =>
+        With(_state with { UidMaps = _state.UidMaps.Add(new IdMap(inside, outside, count)) });
+
+    /// <summary>Add a gid range to the map (<c>unshare --map-groups</c>). Several ranges for an unprivileged caller go through newgidmap and /etc/subgid.</summary>
+    public NamespaceBuilder MapGroups(uint inside, uint outside, uint count) =>
+        With(_state with { GidMaps = _state.GidMaps.Add(new IdMap(inside, outside, count)) });
+
+    /// <summary>Choose how <c>/proc/PID/setgroups</c> is set (<c>unshare --setgroups</c>).</summary>
+    public NamespaceBuilder WithSetgroups(SetgroupsPolicy policy)
+    {
+        if (!Enum.IsDefined(policy))
+            throw new ArgumentOutOfRangeException(nameof(policy));
+        return With(_state with { Setgroups = policy });
+    }
+
+    /// <summary>Run the program as this uid and gid inside the sandbox (<c>unshare -S/-G</c>, bubblewrap's <c>--uid/--gid</c>), optionally with supplementary groups.</summary>
+    public NamespaceBuilder RunAs(uint uid, uint gid, params uint[] groups) =>
+        With(_state with { Uid = uid, Gid = gid, Groups = [.. groups ?? []], SetGroups = groups is { Length: > 0 } });
+
+    /// <summary>Set the host name of a new UTS namespace.</summary>
+    public NamespaceBuilder WithHostname(string hostname)
+    {
+        CheckUtsName(hostname, nameof(hostname));
+        return With(_state with { Hostname = hostname });
+    }
+
+    /// <summary>Set the NIS domain name of a new UTS namespace.</summary>
+    public NamespaceBuilder WithDomainName(string domainName)
+    {
+        CheckUtsName(domainName, nameof(domainName));
+        return With(_state with { DomainName = domainName });
+    }
+
+    /// <summary>Offset CLOCK_MONOTONIC and CLOCK_BOOTTIME in a new time namespace (<c>unshare --monotonic/--boottime</c>).</summary>
+    public NamespaceBuilder WithTimeOffsets(TimeSpan monotonic, TimeSpan boottime) =>
+        With(_state with { MonotonicOffset = monotonic, BoottimeOffset = boottime });
+
+    /// <summary>Compose the mount plan (appends to the plan built so far).</summary>
+    public NamespaceBuilder WithMounts(Action<MountPlanBuilder> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        var builder = new MountPlanBuilder(_state.Mounts, _state.Root, _state.ReadOnlyRoot, _state.Propagation);
+        configure(builder);
+        return With(_state with
+        {
+            Mounts = [.. builder.Operations],
+            Root = builder.RootPath,
+            ReadOnlyRoot = builder.ReadOnlyRoot,
+            Propagation = builder.Propagation,
+        });
+    }
+
+    /// <summary>Compose the environment (appends to the changes made so far).</summary>
+    public NamespaceBuilder WithEnvironment(Action<EnvironmentBuilder> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        var builder = new EnvironmentBuilder(_state.ClearEnvironment, _state.EnvironmentChanges);
+        configure(builder);
+        return With(_state with { ClearEnvironment = builder.IsCleared, EnvironmentChanges = [.. builder.Changes] });
+    }
+
+    /// <summary>Run the program in this directory (inside the sandbox when it has a new root).</summary>
+    public NamespaceBuilder WithWorkingDirectory(string path)
+    {
+        MountPlanBuilder.Checked(path, nameof(path));
+        return With(_state with { WorkingDirectory = path });
+    }
+
+    /// <summary>Where standard input comes from (default: inherited).</summary>
+    public NamespaceBuilder WithStandardInput(Stdio stdio) => With(_state with { Stdin = stdio ?? throw new ArgumentNullException(nameof(stdio)) });
+
+    /// <summary>Where standard output goes (default: inherited).</summary>
+    public NamespaceBuilder WithStandardOutput(Stdio stdio) => With(_state with { Stdout = stdio ?? throw new ArgumentNullException(nameof(stdio)) });
+
+    /// <summary>Where standard error goes (default: inherited).</summary>
+    public NamespaceBuilder WithStandardError(Stdio stdio) => With(_state with { Stderr = stdio ?? throw new ArgumentNullException(nameof(stdio)) });
+
+    /// <summary>Kill the sandbox when it runs longer than this; its <see cref="ExitStatus"/> then says <see cref="TerminationReason.TimedOut"/>.</summary>
+    public NamespaceBuilder WithTimeout(TimeSpan timeout)
+    {
+        if (timeout <= TimeSpan.Zero || timeout == Timeout.InfiniteTimeSpan)
+            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "A timeout must be positive.");
+        return With(_state with { Timeout = timeout });
+    }
+
+    /// <summary>Kill the sandbox with this signal when the calling process dies (bubblewrap's <c>--die-with-parent</c>, <c>unshare --kill-child</c>).</summary>
+    public NamespaceBuilder WithDieWithParent(int signal = 9)
+    {
+        if (signal is < 1 or > 64)
+            throw new ArgumentOutOfRangeException(nameof(signal), signal, "A signal number is 1 to 64.");
+        return With(_state with { DeathSignal = signal });
+    }
+
+    /// <summary>Start the program in a new session, detached from the caller's terminal (bubblewrap's <c>--new-session</c>).</summary>
+    public NamespaceBuilder WithNewSession(bool enabled = true) => With(_state with { NewSession = enabled });
+
+    /// <summary>
+    /// Run a minimal init as PID 1 that reaps orphans, forwards signals to the program and exits with its
+    /// status (like <c>docker run --init</c>). Without it the program itself is PID 1 (like <c>unshare --fork</c>).
+    /// </summary>
+    public NamespaceBuilder WithInit(bool enabled = true) => With(_state with { Init = enabled });
+
+    /// <summary>Pass the program this argv[0] instead of its path (bubblewrap's <c>--argv0</c>).</summary>
+    public NamespaceBuilder WithArgv0(string argv0)
+    {
+        ArgumentNullException.ThrowIfNull(argv0);
+        if (argv0.Contains('\0'))
+            throw new ArgumentException("argv[0] contains a NUL character.", nameof(argv0));
+        return With(_state with { Argv0 = argv0 });
+    }
+
+    /// <summary>Log each setup step at Debug level.</summary>
+    public NamespaceBuilder WithLogger(ILogger logger) => With(_state with { Logger = logger ?? throw new ArgumentNullException(nameof(logger)) });
+
+    /// <summary>Validates the composition and freezes it into a reusable, thread-safe spec. Throws <see cref="ArgumentException"/> before any system call.</summary>
+    public IsolationSpec Build()
+    {
+        Validate(_state);
+        return new IsolationSpec(_state);
+    }
+
+    private NamespaceBuilder With(BuilderState state) => new(state);
+
+    private static void CheckUtsName(string name, string paramName)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name, paramName);
+        if (name.Contains('\0'))
+            throw new ArgumentException($"'{name.Replace("\0", "\\0")}' contains a NUL character.", paramName);
+        if (System.Text.Encoding.UTF8.GetByteCount(name) > 64)
+            throw new ArgumentException($"'{name}' is longer than 64 bytes, the kernel's limit for host and domain names.", paramName);
+    }
+
+    internal static void Validate(BuilderState s)
+    {
+        bool user = s.Namespaces.HasFlag(Namespaces.User);
+        bool mount = s.Namespaces.HasFlag(Namespaces.Mount);
+        bool pid = s.Namespaces.HasFlag(Namespaces.Pid);
+        if (!user && (s.UidMaps.Length > 0 || s.GidMaps.Length > 0))
+            throw new ArgumentException("A uid or gid map requires Namespaces.User; add it to WithNamespaces(...).");
+        if (!user && s.Setgroups != SetgroupsPolicy.Auto)
+            throw new ArgumentException("WithSetgroups requires Namespaces.User; add it to WithNamespaces(...).");
+        IdMap.Validate(s.UidMaps, "uid");
+        IdMap.Validate(s.GidMaps, "gid");
+        if (s.Hostname is not null && !s.Namespaces.HasFlag(Namespaces.Uts))
+            throw new ArgumentException("WithHostname requires Namespaces.Uts; without it the host's name would change. Add Namespaces.Uts.");
+        if (s.DomainName is not null && !s.Namespaces.HasFlag(Namespaces.Uts))
+            throw new ArgumentException("WithDomainName requires Namespaces.Uts; without it the host's domain name would change. Add Namespaces.Uts.");
+        if ((s.MonotonicOffset != TimeSpan.Zero || s.BoottimeOffset != TimeSpan.Zero) && !s.Namespaces.HasFlag(Namespaces.Time))
+            throw new ArgumentException("Time offsets require Namespaces.Time; add it to WithNamespaces(...).");
+        if ((s.Mounts.Length > 0 || s.Root is not null) && !mount)
+            throw new ArgumentException("A mount plan requires Namespaces.Mount; without it the mounts would land in the host's namespace. Add Namespaces.Mount.");
+        if (s.Propagation != MountPropagation.Private && !mount)
+            throw new ArgumentException("A mount propagation requires Namespaces.Mount; add it to WithNamespaces(...).");
+        foreach (MountOperation op in s.Mounts)
+        {
+            if (op.Kind == NativeOpKind.Mount && op.FsType == "proc" && !(pid && mount))
+                throw new ArgumentException($"'{op.Description}' requires Namespaces.Pid and Namespaces.Mount: a proc mount shows the PID namespace of the sandbox. Add both to WithNamespaces(...).");
+            if (op.Kind == NativeOpKind.Mount && op.FsType == "mqueue" && !s.Namespaces.HasFlag(Namespaces.Ipc))
+                throw new ArgumentException($"'{op.Description}' requires Namespaces.Ipc: a mqueue mount shows the IPC namespace of the sandbox. Add it to WithNamespaces(...).");
+        }
+        if (s.SetGroups && s.Setgroups == SetgroupsPolicy.Deny)
+            throw new ArgumentException("RunAs(...) with supplementary groups needs setgroups(2), which WithSetgroups(SetgroupsPolicy.Deny) forbids.");
+        if (s.SetGroups && user && s.Setgroups == SetgroupsPolicy.Auto && geteuid() != 0 && s.GidMaps.Length == 1 && s.GidMaps[0].Outside == getegid())
+            throw new ArgumentException("RunAs(...) with supplementary groups needs setgroups(2), which the kernel forbids when an unprivileged caller maps its own gid. Map groups through newgidmap (several MapGroups ranges) or drop the groups.");
+        if (s.ClearEnvironment is false && s.EnvironmentChanges.Length == 0)
+        {
+            // Nothing to check: the environment is the caller's.
+        }
+    }
+}
+
+/// <summary>Everything a builder holds. A record so that each With* is one copy.</summary>
+internal sealed record BuilderState
+{
+    public Namespaces Namespaces { get; init; }
+    public ImmutableArray<IdMap> UidMaps { get; init; } = [];
+    public ImmutableArray<IdMap> GidMaps { get; init; } = [];
+    public SetgroupsPolicy Setgroups { get; init; }
+    public uint? Uid { get; init; }
+    public uint? Gid { get; init; }
+    public ImmutableArray<uint> Groups { get; init; } = [];
+    public bool SetGroups { get; init; }
+    public string? Hostname { get; init; }
+    public string? DomainName { get; init; }
+    public TimeSpan MonotonicOffset { get; init; }
+    public TimeSpan BoottimeOffset { get; init; }
+    public ImmutableArray<MountOperation> Mounts { get; init; } = [];
+    public string? Root { get; init; }
+    public bool ReadOnlyRoot { get; init; }
+    public MountPropagation Propagation { get; init; }
+    public bool ClearEnvironment { get; init; }
+    public ImmutableArray<KeyValuePair<string, string?>> EnvironmentChanges { get; init; } = [];
+    public string? WorkingDirectory { get; init; }
+    public Stdio Stdin { get; init; } = Stdio.Inherit;
+    public Stdio Stdout { get; init; } = Stdio.Inherit;
+    public Stdio Stderr { get; init; } = Stdio.Inherit;
+    public TimeSpan? Timeout { get; init; }
+    public int DeathSignal { get; init; }
+    public bool NewSession { get; init; }
+    public bool Init { get; init; }
+    public string? Argv0 { get; init; }
+    public ILogger? Logger { get; init; }
+}

@@ -1,0 +1,46 @@
+using Isolation.Interop;
+
+namespace Isolation;
+
+/// <summary>
+/// Starting a sandbox failed before the program ran. Says which step failed, on which path, with which
+/// errno, and what to do about it. Nothing of the failed sandbox is left behind: no process, no file
+/// descriptor, no cgroup.
+/// </summary>
+public sealed class SandboxSetupException : Exception
+{
+    /// <summary>Creates the exception; <paramref name="what"/> names the step as the user wrote it.</summary>
+    public SandboxSetupException(SetupStep step, string what, int errno, string? path = null, string? hint = null, int mountIndex = -1)
+        : base(Format(what, errno, hint))
+    {
+        Step = step;
+        Errno = errno;
+        Path = path;
+        Hint = hint;
+        MountIndex = mountIndex;
+    }
+
+    /// <summary>The step that failed.</summary>
+    public SetupStep Step { get; }
+
+    /// <summary>The errno the kernel returned (0 when the failure was not a system call's).</summary>
+    public int Errno { get; }
+
+    /// <summary>The errno's symbolic name, such as <c>EPERM</c>.</summary>
+    public string ErrnoName => Errnos.Name(Errno);
+
+    /// <summary>The path involved, when there is one.</summary>
+    public string? Path { get; }
+
+    /// <summary>What to do about it, when we know.</summary>
+    public string? Hint { get; }
+
+    /// <summary>For <see cref="SetupStep.Mount"/>: the 1-based number of the mount operation as written, else -1.</summary>
+    public int MountIndex { get; }
+
+    private static string Format(string what, int errno, string? hint)
+    {
+        string message = errno != 0 ? $"{what}: {Errnos.Describe(errno)}" : what;
+        return hint is null ? message : $"{message}. Hint: {hint}";
+    }
+}

@@ -1,0 +1,106 @@
+using System.IO.Pipes;
+using System.Text;
+using Microsoft.Win32.SafeHandles;
+using static Isolation.Interop.Interop;
+using static Tmds.Linux.LibC;
+
+namespace Isolation;
+
+/// <summary>
+/// The descriptors one start opens for stdio: the child's ends (dup'ed onto 0..2 in the child, closed in
+/// the parent once cloned) and the parent's ends of pipes (handed to <see cref="IsolatedProcess"/> as streams).
+/// </summary>
+internal unsafe struct StdioSet : IDisposable
+{
+    private int _child0, _child1, _child2;
+    private int _parent0, _parent1, _parent2;
+
+    public StdioSet()
+    {
+        _child0 = _child1 = _child2 = -1;
+        _parent0 = _parent1 = _parent2 = -1;
+    }
+
+    public void Open(BuilderState state, iso_spawn_request* request)
+    {
+        (_child0, _parent0) = OpenOne(state.Stdin, 0);
+        (_child1, _parent1) = OpenOne(state.Stdout, 1);
+        (_child2, _parent2) = OpenOne(state.Stderr, 2);
+        request->stdio_fds[0] = _child0;
+        request->stdio_fds[1] = _child1;
+        request->stdio_fds[2] = _child2;
+    }
+
+    private static (int Child, int Parent) OpenOne(Stdio stdio, int which)
+    {
+        switch (stdio.Kind)
+        {
+            case Stdio.StdioKind.Null:
+                return (OpenPath("/dev/null", O_RDWR | O_CLOEXEC, which), -1);
+            case Stdio.StdioKind.File:
+                int flags = which == 0 ? O_RDONLY | O_CLOEXEC : O_WRONLY | O_CREAT | O_CLOEXEC | (stdio.Append ? O_APPEND : O_TRUNC);
+                return (OpenPath(stdio.Path!, flags, which), -1);
+            case Stdio.StdioKind.Pipe:
+                int* fds = stackalloc int[2];
+                if (pipe2(fds, O_CLOEXEC) != 0)
+                    throw new SandboxSetupException(SetupStep.OpenStdio, $"create a pipe for {Name(which)}", errno);
+                return which == 0 ? (fds[0], fds[1]) : (fds[1], fds[0]);
+            default:
+                return (-1, -1);
+        }
+    }
+
+    private static int OpenPath(string path, int flags, int which)
+    {
+        int length = Encoding.UTF8.GetByteCount(path);
+        byte* bytes = stackalloc byte[length + 1];
+        Encoding.UTF8.GetBytes(path, new Span<byte>(bytes, length));
+        bytes[length] = 0;
+        int fd = open(bytes, flags, 0x1A4 /* 0644 */);
+        if (fd < 0)
+            throw new SandboxSetupException(SetupStep.OpenStdio, $"open {path} for {Name(which)}", errno, path);
+        return fd;
+    }
+
+    private static string Name(int which) => which switch { 0 => "standard input", 1 => "standard output", _ => "standard error" };
+
+    /// <summary>After clone: the child has its copies; the parent's would keep pipes from reaching EOF.</summary>
+    public void CloseChildEnds()
+    {
+        CloseAndClear(ref _child0);
+        CloseAndClear(ref _child1);
+        CloseAndClear(ref _child2);
+    }
+
+    public (Stream? Input, Stream? Output, Stream? Error) TakeStreams()
+    {
+        Stream? input = Wrap(ref _parent0, PipeDirection.Out);
+        Stream? output = Wrap(ref _parent1, PipeDirection.In);
+        Stream? error = Wrap(ref _parent2, PipeDirection.In);
+        return (input, output, error);
+    }
+
+    private static Stream? Wrap(ref int fd, PipeDirection direction)
+    {
+        if (fd < 0)
+            return null;
+        var handle = new SafePipeHandle(fd, ownsHandle: true);
+        fd = -1;
+        return new AnonymousPipeClientStream(direction, handle);
+    }
+
+    public void Dispose()
+    {
+        CloseChildEnds();
+        CloseAndClear(ref _parent0);
+        CloseAndClear(ref _parent1);
+        CloseAndClear(ref _parent2);
+    }
+
+    private static void CloseAndClear(ref int fd)
+    {
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+}
