@@ -1,0 +1,17 @@
+using System.Text.Json;
+using Isolation.TestHost;
+
+// isolation-testhost report            print what this process sees, as JSON
+// isolation-testhost spawn [opts] -- program args...   run a sandbox with the library, print the outcome as JSON
+return args switch
+{
+    ["report", ..] => Report.Run(args[1..]),
+    ["spawn", ..] => await SpawnDriver.RunAsync(args[1..]),
+    _ => Usage(),
+};
+
+static int Usage()
+{
+    Console.Error.WriteLine("usage: isolation-testhost report | spawn [options] -- program [args...]");
+    return 2;
+}

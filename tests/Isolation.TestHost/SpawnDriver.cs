@@ -1,0 +1,94 @@
+using System.Text.Json;
+
+namespace Isolation.TestHost;
+
+/// <summary>
+/// Drives the library from a separate process, so tests can run it as an unprivileged user
+/// (<c>setpriv --reuid=65534 ... isolation-testhost spawn ...</c>). Prints a <see cref="SpawnOutcome"/>.
+/// </summary>
+internal static class SpawnDriver
+{
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var outcome = new SpawnOutcome { FdsBefore = CountFds() };
+        try
+        {
+            int separator = Array.IndexOf(args, "--");
+            if (separator < 0 || separator == args.Length - 1)
+                throw new ArgumentException("spawn needs -- program [args...]");
+            NamespaceBuilder builder = Configure(new NamespaceBuilder(), args[..separator]);
+            IsolationSpec spec = builder.WithStandardOutput(Stdio.Pipe).Build();
+            await using IsolatedProcess process = spec.Start(args[separator + 1], args[(separator + 2)..]);
+            outcome.Started = true;
+            Task<string> stdout = new StreamReader(process.StandardOutput!).ReadToEndAsync();
+            ExitStatus status = await process.WaitForExitAsync();
+            outcome.Stdout = await stdout;
+            outcome.ExitCode = status.ExitCode;
+            outcome.Signal = status.Signal;
+            outcome.Reason = status.Reason.ToString();
+        }
+        catch (SandboxSetupException e)
+        {
+            outcome.Error = new SetupError { Step = e.Step.ToString(), Errno = e.Errno, ErrnoName = e.ErrnoName, Message = e.Message, Hint = e.Hint };
+        }
+        catch (ArgumentException e)
+        {
+            outcome.ArgumentError = e.Message;
+        }
+        outcome.FdsAfter = CountFds();
+        Console.Out.Write(JsonSerializer.Serialize(outcome, ReportJson.Default.SpawnOutcome));
+        return 0;
+    }
+
+    private static NamespaceBuilder Configure(NamespaceBuilder b, string[] options)
+    {
+        for (int i = 0; i < options.Length; i++)
+        {
+            string Next() => options[++i];
+            b = options[i] switch
+            {
+                "--ns" => b.WithNamespaces(Next().Split(',').Select(n => Enum.Parse<Namespaces>(n, ignoreCase: true)).Aggregate(Namespaces.None, (a, n) => a | n)),
+                "--map-root" => b.MapCurrentUserToRoot(),
+                "--map-current" => b.MapCurrentUser(),
+                "--map-users" => Range(Next(), (x, y, z) => b.MapUsers(x, y, z)),
+                "--map-groups" => Range(Next(), (x, y, z) => b.MapGroups(x, y, z)),
+                "--proc" => b.WithMounts(m => m.Proc(Next())),
+                "--hostname" => b.WithHostname(Next()),
+                "--init" => b.WithInit(),
+                "--run-as" => Range(Next() + ":0", (u, g, _) => b.RunAs(u, g)),
+                _ => throw new ArgumentException($"unknown spawn option {options[i]}"),
+            };
+        }
+        return b;
+    }
+
+    private static NamespaceBuilder Range(string text, Func<uint, uint, uint, NamespaceBuilder> apply)
+    {
+        uint[] parts = text.Split(':').Select(uint.Parse).ToArray();
+        return apply(parts[0], parts[1], parts[2]);
+    }
+
+    private static int CountFds() => Directory.GetFiles("/proc/self/fd").Length;
+}
+
+public sealed class SpawnOutcome
+{
+    public bool Started { get; set; }
+    public int ExitCode { get; set; }
+    public int Signal { get; set; }
+    public string? Reason { get; set; }
+    public string Stdout { get; set; } = "";
+    public SetupError? Error { get; set; }
+    public string? ArgumentError { get; set; }
+    public int FdsBefore { get; set; }
+    public int FdsAfter { get; set; }
+}
+
+public sealed class SetupError
+{
+    public string Step { get; set; } = "";
+    public int Errno { get; set; }
+    public string ErrnoName { get; set; } = "";
+    public string Message { get; set; } = "";
+    public string? Hint { get; set; }
+}

@@ -1,0 +1,44 @@
+using System.Runtime.InteropServices;
+
+namespace Isolation.Tests.Infrastructure;
+
+/// <summary>Probes of what this kernel and machine offer, for skipping with a reason (never passing silently).</summary>
+public static class Host
+{
+    public static bool IsRoot => geteuid() == 0;
+
+    public static bool HasTimeNamespace => File.Exists("/proc/self/ns/time");
+
+    public static bool HasSetpriv => File.Exists("/usr/bin/setpriv") || File.Exists("/bin/setpriv");
+
+    /// <summary>Whether an unprivileged user may create user namespaces here.</summary>
+    public static bool UnprivilegedUserNamespaces =>
+        ReadInt("/proc/sys/user/max_user_namespaces") > 0 && ReadInt("/proc/sys/kernel/unprivileged_userns_clone", 1) != 0;
+
+    public static void RequireRoot() => Assert.SkipUnless(IsRoot, "needs root: the test creates namespaces without a user namespace or maps other users' ids");
+
+    public static void RequireTimeNamespace() => Assert.SkipUnless(HasTimeNamespace, "the kernel has no time namespaces (CONFIG_TIME_NS, Linux 5.6+)");
+
+    public static void RequireUnprivilegedRunner()
+    {
+        Assert.SkipUnless(IsRoot && HasSetpriv, "needs root and setpriv (util-linux) to drop to uid 65534");
+        Assert.SkipUnless(UnprivilegedUserNamespaces, "unprivileged user namespaces are disabled on this host");
+    }
+
+    public static string Namespace(string name) => new FileInfo($"/proc/self/ns/{name}").LinkTarget!;
+
+    /// <summary>The open descriptors of this process.</summary>
+    public static int[] OpenFds() =>
+        System.IO.Directory.GetFiles("/proc/self/fd").Select(f => int.Parse(Path.GetFileName(f))).Order().ToArray();
+
+    /// <summary>Live children of this process (any thread's), from /proc/self/task/*/children.</summary>
+    public static int[] Children() =>
+        System.IO.Directory.GetDirectories("/proc/self/task")
+            .SelectMany(t => File.ReadAllText(Path.Combine(t, "children")).Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            .Select(int.Parse).ToArray();
+
+    private static int ReadInt(string path, int fallback = 0) =>
+        File.Exists(path) && int.TryParse(File.ReadAllText(path).Trim(), out int v) ? v : fallback;
+
+    [DllImport("libc")] private static extern uint geteuid();
+}
