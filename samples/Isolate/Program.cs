@@ -1,0 +1,20 @@
+using Isolate;
+
+// isolate unshare [options] [--] program [args...]   util-linux unshare(1)'s command line
+// isolate bwrap [options] [--] program [args...]     bubblewrap's command line
+return args switch
+{
+    ["unshare", .. var rest] => await UnshareCommand.RunAsync(rest),
+    ["bwrap", .. var rest] => await BwrapCommand.RunAsync(rest),
+    _ => Usage(),
+};
+
+static int Usage()
+{
+    Console.Error.WriteLine("""
+        usage: isolate unshare [options] [--] program [arguments...]   (util-linux unshare's options)
+               isolate bwrap [options] [--] program [arguments...]     (bubblewrap's options)
+        Run 'isolate unshare --help' or 'isolate bwrap --help' for the options of each.
+        """);
+    return 2;
+}
