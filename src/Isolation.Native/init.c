@@ -28,6 +28,8 @@ int main(int argc, char **argv)
     int error_fd = atoi(argv[1]);
     /* Not dumpable: nothing in the sandbox can open /proc/1/exe or ptrace us. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    /* Exec'd from a memfd, our comm would read "memfd:isolation". */
+    prctl(PR_SET_NAME, "isolation-init", 0, 0, 0);
 
     sigset_t set;
     sigemptyset(&set);

@@ -58,7 +58,75 @@ EXPORT int IsolationNative_AbiVersion(void)
     return ISO_ABI_VERSION;
 }
 
+static int spawn_here(struct iso_spawn_request *req, struct iso_spawn_result *res);
+
+/*
+ * PR_SET_PDEATHSIG fires when the child's parent *thread* exits, not the process (prctl(2)). The runtime
+ * retires idle thread-pool threads, so a sandbox started from one with a death signal would be killed
+ * at random. Such spawns are therefore made by one thread of ours that lives as long as the process.
+ */
+static pthread_mutex_t spawner_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t spawner_cond = PTHREAD_COND_INITIALIZER;
+static int spawner_started;
+static struct iso_spawn_request *spawner_req;
+static struct iso_spawn_result *spawner_res;
+static int spawner_rc;
+static int spawner_done;
+
+static void *spawner_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&spawner_lock);
+    for (;;) {
+        while (spawner_req == NULL)
+            pthread_cond_wait(&spawner_cond, &spawner_lock);
+        spawner_rc = spawn_here(spawner_req, spawner_res);
+        spawner_req = NULL;
+        spawner_done = 1;
+        pthread_cond_broadcast(&spawner_cond);
+    }
+    return NULL;
+}
+
+static int spawn_on_spawner_thread(struct iso_spawn_request *req, struct iso_spawn_result *res)
+{
+    static pthread_mutex_t call_lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&call_lock); /* one request at a time */
+    pthread_mutex_lock(&spawner_lock);
+    if (!spawner_started) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int err = pthread_create(&thread, &attr, spawner_main, NULL);
+        pthread_attr_destroy(&attr);
+        if (err != 0) {
+            pthread_mutex_unlock(&spawner_lock);
+            pthread_mutex_unlock(&call_lock);
+            return -err;
+        }
+        spawner_started = 1;
+    }
+    spawner_res = res;
+    spawner_done = 0;
+    spawner_req = req;
+    pthread_cond_broadcast(&spawner_cond);
+    while (!spawner_done)
+        pthread_cond_wait(&spawner_cond, &spawner_lock);
+    int rc = spawner_rc;
+    pthread_mutex_unlock(&spawner_lock);
+    pthread_mutex_unlock(&call_lock);
+    return rc;
+}
+
 EXPORT int IsolationNative_Spawn(struct iso_spawn_request *req, struct iso_spawn_result *res)
+{
+    if (req->pdeath_signal != 0)
+        return spawn_on_spawner_thread(req, res);
+    return spawn_here(req, res);
+}
+
+static int spawn_here(struct iso_spawn_request *req, struct iso_spawn_result *res)
 {
     int sync_pipe[2], error_pipe[2];
     if (req->abi_version != ISO_ABI_VERSION)

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Isolation.IdMaps;
 
 namespace Isolation.TestHost;
 
@@ -10,7 +11,7 @@ internal static class SpawnDriver
 {
     public static async Task<int> RunAsync(string[] args)
     {
-        var outcome = new SpawnOutcome { FdsBefore = CountFds() };
+        var outcome = new SpawnOutcome();
         try
         {
             int separator = Array.IndexOf(args, "--");
@@ -18,14 +19,20 @@ internal static class SpawnDriver
                 throw new ArgumentException("spawn needs -- program [args...]");
             NamespaceBuilder builder = Configure(new NamespaceBuilder(), args[..separator]);
             IsolationSpec spec = builder.WithStandardOutput(Stdio.Pipe).Build();
-            await using IsolatedProcess process = spec.Start(args[separator + 1], args[(separator + 2)..]);
-            outcome.Started = true;
-            Task<string> stdout = new StreamReader(process.StandardOutput!).ReadToEndAsync();
-            ExitStatus status = await process.WaitForExitAsync();
-            outcome.Stdout = await stdout;
-            outcome.ExitCode = status.ExitCode;
-            outcome.Signal = status.Signal;
-            outcome.Reason = status.Reason.ToString();
+            string program = args[separator + 1];
+            string[] arguments = args[(separator + 2)..];
+            try
+            {
+                await RunOnceAsync(spec, program, arguments, outcome);
+            }
+            catch (SandboxSetupException)
+            {
+                // Fail once more and compare descriptors: a leak shows as growth between two equal failures.
+                outcome.FdsBefore = CountFds();
+                try { spec.Start(program, arguments).Dispose(); } catch (SandboxSetupException) { }
+                outcome.FdsAfter = CountFds();
+                throw;
+            }
         }
         catch (SandboxSetupException e)
         {
@@ -35,9 +42,20 @@ internal static class SpawnDriver
         {
             outcome.ArgumentError = e.Message;
         }
-        outcome.FdsAfter = CountFds();
         Console.Out.Write(JsonSerializer.Serialize(outcome, ReportJson.Default.SpawnOutcome));
         return 0;
+    }
+
+    private static async Task RunOnceAsync(IsolationSpec spec, string program, string[] arguments, SpawnOutcome outcome)
+    {
+        await using IsolatedProcess process = spec.Start(program, arguments);
+        outcome.Started = true;
+        Task<string> stdout = new StreamReader(process.StandardOutput!).ReadToEndAsync();
+        ExitStatus status = await process.WaitForExitAsync();
+        outcome.Stdout = await stdout;
+        outcome.ExitCode = status.ExitCode;
+        outcome.Signal = status.Signal;
+        outcome.Reason = status.Reason.ToString();
     }
 
     private static NamespaceBuilder Configure(NamespaceBuilder b, string[] options)
@@ -55,6 +73,8 @@ internal static class SpawnDriver
                 "--proc" => b.WithMounts(m => m.Proc(Next())),
                 "--hostname" => b.WithHostname(Next()),
                 "--init" => b.WithInit(),
+                "--die-with-parent" => b.WithDieWithParent(),
+                "--setgroups" => b.WithSetgroups(Enum.Parse<SetgroupsPolicy>(Next(), ignoreCase: true)),
                 "--run-as" => Range(Next() + ":0", (u, g, _) => b.RunAs(u, g)),
                 _ => throw new ArgumentException($"unknown spawn option {options[i]}"),
             };
