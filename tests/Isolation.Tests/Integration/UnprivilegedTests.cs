@@ -106,4 +106,22 @@ public sealed class UnprivilegedTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    [Fact]
+    public async Task A_refused_user_namespace_is_reported_as_eperm_at_the_clone_step()
+    {
+        // user_namespaces(7): creating a user namespace fails with EPERM when the caller's uid has no mapping
+        // in its own namespace, as in a user namespace that was given no uid map.
+        IsolationSpec unmapped = new NamespaceBuilder().WithNamespaces(Namespaces.User).WithStandardOutput(Stdio.Pipe).Build();
+        await using IsolatedProcess driver = unmapped.Start(TestHostRunner.Executable, "spawn", "--ns", "user", "--map-root", "--", "/bin/true");
+        string json = await new StreamReader(driver.StandardOutput!).ReadToEndAsync();
+        await driver.WaitForExitAsync();
+        SpawnOutcome outcome = System.Text.Json.JsonSerializer.Deserialize(json, ReportJson.Default.SpawnOutcome)!;
+
+        Assert.False(outcome.Started);
+        Assert.Equal("Clone", outcome.Error!.Step);
+        Assert.Equal("EPERM", outcome.Error.ErrnoName);
+        Assert.Contains("user namespace", outcome.Error.Hint);
+        Assert.Equal(outcome.FdsBefore, outcome.FdsAfter);
+    }
 }
