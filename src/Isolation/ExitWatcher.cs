@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using static Tmds.Linux.LibC;
 
@@ -11,7 +10,6 @@ namespace Isolation;
 /// </summary>
 internal static unsafe class ExitWatcher
 {
-    private static readonly ConcurrentDictionary<int, IsolatedProcess> s_processes = new();
     private static readonly Lock s_lock = new();
     private static int s_epoll = -1;
 
@@ -32,25 +30,31 @@ internal static unsafe class ExitWatcher
     // epoll_event is packed on x86-64 only.
     private static readonly bool s_packed = RuntimeInformation.ProcessArchitecture == Architecture.X64;
 
+    /// <summary>
+    /// Watches <paramref name="pidfd"/> until it becomes readable, then calls <see cref="IsolatedProcess.OnExited"/>
+    /// once. The epoll entry carries a GC handle to the process, so registering allocates nothing managed.
+    /// </summary>
     public static void Register(IsolatedProcess process, int pidfd)
     {
         EnsureStarted();
-        s_processes[pidfd] = process;
+        GCHandle handle = GCHandle.Alloc(process);
+        ulong data = (ulong)(nint)GCHandle.ToIntPtr(handle);
         int rc;
         if (s_packed)
         {
-            var ev = new EpollEventX64 { Events = (uint)EPOLLIN, Data = (ulong)pidfd };
+            var ev = new EpollEventX64 { Events = (uint)(EPOLLIN | EPOLLONESHOT), Data = data };
             rc = EpollCtl(s_epoll, 1 /* EPOLL_CTL_ADD */, pidfd, &ev);
         }
         else
         {
-            var ev = new EpollEventArm64 { Events = (uint)EPOLLIN, Data = (ulong)pidfd };
+            var ev = new EpollEventArm64 { Events = (uint)(EPOLLIN | EPOLLONESHOT), Data = data };
             rc = EpollCtl(s_epoll, 1, pidfd, &ev);
         }
         if (rc != 0)
         {
-            s_processes.TryRemove(pidfd, out _);
-            throw new InvalidOperationException($"epoll_ctl(ADD) for a pidfd failed: {Interop.Errnos.Describe(Marshal.GetLastPInvokeError())}");
+            int error = Marshal.GetLastPInvokeError();
+            handle.Free();
+            throw new InvalidOperationException($"epoll_ctl(ADD) for a pidfd failed: {Interop.Errnos.Describe(error)}");
         }
     }
 
@@ -89,10 +93,10 @@ internal static unsafe class ExitWatcher
                 continue; // EINTR
             for (int i = 0; i < n; i++)
             {
-                int pidfd = (int)*(ulong*)(events + i * stride + 4 + (s_packed ? 0 : 4));
-                if (!s_processes.TryRemove(pidfd, out IsolatedProcess? process))
-                    continue;
-                EpollCtl(s_epoll, 2 /* EPOLL_CTL_DEL */, pidfd, null);
+                // EPOLLONESHOT: the entry is disarmed; it goes away when the process closes its pidfd.
+                var handle = GCHandle.FromIntPtr((nint)(*(ulong*)(events + i * stride + 4 + (s_packed ? 0 : 4))));
+                var process = (IsolatedProcess)handle.Target!;
+                handle.Free();
                 process.OnExited();
             }
         }
