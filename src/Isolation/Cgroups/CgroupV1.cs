@@ -36,14 +36,10 @@ internal sealed class CgroupV1Driver(CgroupLayout layout, IReadOnlySet<string>? 
             foreach (V1Hierarchy h in wanted.Where(layout.V1.ContainsKey).Select(c => layout.V1[c]).Distinct())
             {
                 List<string> candidates = CgroupDriver.ParentCandidates(settings.Parent, h.OwnPath, p => CgroupLayout.V1Directory(h, p));
-                string dir = CgroupDriver.TryParents(candidates, parentPath =>
-                {
-                    string parent = CgroupDriver.MakeParents(h.MountPoint, CgroupLayout.V1Directory(h, parentPath));
-                    string d = Path.Join(parent, name);
-                    CgroupFiles.MakeDirectory(d);
-                    return d;
-                });
-                cgroup.Add(h.Controllers, dir);
+                (string dir, bool ownsParent) = CgroupDriver.TryParents(candidates, parentPath =>
+                    (CgroupDriver.MakeCgroup(h.MountPoint, CgroupLayout.V1Directory(h, parentPath), name),
+                     settings.Parent is null && parentPath == CgroupDriver.DefaultParent));
+                cgroup.Add(h.Controllers, dir, ownsParent);
                 if (h.Controllers.Contains("cpuset"))
                     InheritCpuset(h.MountPoint, dir);
             }
@@ -87,16 +83,20 @@ internal sealed class V1Cgroup : ICgroup
 {
     private readonly Dictionary<string, string> _dirs = new(StringComparer.Ordinal);
     private readonly List<string> _ordered = [];
+    private readonly HashSet<string> _ownsParent = [];
 
     public IReadOnlyList<string> Directories => _ordered;
 
     public int CloneIntoFd => -1;
 
-    public void Add(IEnumerable<string> controllers, string dir)
+    /// <summary>Adds a hierarchy's directory; <paramref name="ownsParent"/>: its parent is the library's default, removed when left empty.</summary>
+    public void Add(IEnumerable<string> controllers, string dir, bool ownsParent = false)
     {
         foreach (string c in controllers)
             _dirs[c] = dir;
         _ordered.Add(dir);
+        if (ownsParent)
+            _ownsParent.Add(dir);
     }
 
     private string? Dir(string controller) => _dirs.GetValueOrDefault(controller);
@@ -242,6 +242,9 @@ internal sealed class V1Cgroup : ICgroup
         Kill();
         foreach (string dir in _ordered)
             CgroupDriver.WaitEmpty(dir, Kill);
-        return CgroupDriver.RemoveAll(_ordered);
+        bool removed = CgroupDriver.RemoveAll(_ordered);
+        foreach (string dir in _ownsParent)
+            CgroupDriver.RemoveDefaultParentIfEmpty(dir);
+        return removed;
     }
 }

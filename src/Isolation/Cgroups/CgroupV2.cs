@@ -21,11 +21,8 @@ internal sealed class CgroupV2Driver(CgroupLayout layout, IReadOnlySet<string>? 
         List<string> candidates = CgroupDriver.ParentCandidates(settings.Parent, layout.V2OwnPath, layout.V2Directory);
         return CgroupDriver.TryParents(candidates, parentPath =>
         {
-            string parent = CgroupDriver.MakeParents(mount, layout.V2Directory(parentPath));
-            EnableControllers(mount, parent, needed);
-            string dir = Path.Join(parent, name);
-            CgroupFiles.MakeDirectory(dir);
-            var cgroup = new V2Cgroup(dir, needed);
+            string dir = CgroupDriver.MakeCgroup(mount, layout.V2Directory(parentPath), name, parent => EnableControllers(mount, parent, needed));
+            var cgroup = new V2Cgroup(dir, needed) { OwnsParent = settings.Parent is null && parentPath == CgroupDriver.DefaultParent };
             try
             {
                 cgroup.Open();
@@ -79,6 +76,9 @@ internal sealed class V2Cgroup(string dir, IReadOnlyCollection<string> controlle
     private int _fd = -1;
 
     public string Directory => dir;
+
+    /// <summary>The parent is the library's default one: remove it when it is left empty.</summary>
+    public bool OwnsParent { get; init; }
 
     public IReadOnlyList<string> Directories => [dir];
 
@@ -186,6 +186,9 @@ internal sealed class V2Cgroup(string dir, IReadOnlyCollection<string> controlle
             return true;
         Kill();
         CgroupDriver.WaitEmpty(dir, Kill);
-        return CgroupFiles.RemoveDirectory(dir, TimeSpan.FromSeconds(5));
+        bool removed = CgroupFiles.RemoveDirectory(dir, TimeSpan.FromSeconds(5));
+        if (removed && OwnsParent)
+            CgroupDriver.RemoveDefaultParentIfEmpty(dir);
+        return removed;
     }
 }

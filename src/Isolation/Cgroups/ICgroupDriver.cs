@@ -96,6 +96,39 @@ internal static class CgroupDriver
         return current;
     }
 
+    /// <summary>
+    /// mkdir -p the parent, let <paramref name="prepareParent"/> set it up, then mkdir the sandbox's cgroup.
+    /// Retries when another sandbox removed the library's empty parent in between (ENOENT).
+    /// </summary>
+    public static string MakeCgroup(string mountDir, string parentDirectory, string name, Action<string>? prepareParent = null)
+    {
+        for (int attempt = 0; ; attempt++)
+        {
+            string parent = MakeParents(mountDir, parentDirectory);
+            prepareParent?.Invoke(parent);
+            try
+            {
+                string dir = Path.Join(parent, name);
+                CgroupFiles.MakeDirectory(dir);
+                return dir;
+            }
+            catch (SandboxSetupException e) when (e.Errno == 2 && attempt < 3)
+            {
+            }
+        }
+    }
+
+    /// <summary>
+    /// After removing a sandbox's cgroup under the library's default parent, remove that parent too when it
+    /// is empty, so no directory of ours outlives its sandboxes. Another sandbox may be using it: EBUSY is fine.
+    /// </summary>
+    public static void RemoveDefaultParentIfEmpty(string cgroupDirectory)
+    {
+        string parent = Path.GetDirectoryName(cgroupDirectory)!;
+        if (Path.GetFileName(parent) == DefaultParent[1..])
+            Interop.Interop.rmdir_path(parent);
+    }
+
     /// <summary>Tries each parent in turn; a permission or busy error moves to the next, the last error is thrown.</summary>
     public static T TryParents<T>(List<string> candidates, Func<string, T> create)
     {

@@ -11,6 +11,12 @@ public sealed unsafe partial class IsolationSpec
 {
     private ICgroupDriver? _cgroupDriver;
 
+    /// <summary>Tests: use this driver instead of the host's (v2 alone or v1 alone on a hybrid host).</summary>
+    internal ICgroupDriver? CgroupDriverForTests
+    {
+        set => _cgroupDriver = value;
+    }
+
     /// <summary>Parent, before clone: a new cgroup for this sandbox, limits written. Best effort: none, and why.</summary>
     private (ICgroup Cgroup, string? Error) CreateCgroup()
     {

@@ -47,6 +47,57 @@ public sealed class CgroupTests
         Assert.EndsWith("/" + name, seen[pidsKey]);
     }
 
+    private static bool IsAlive(int pid) =>
+        File.Exists($"/proc/{pid}/stat") && !File.ReadAllText($"/proc/{pid}/stat").Split(')')[^1].TrimStart().StartsWith('Z');
+
+    [Theory]
+    [InlineData("v2")]
+    [InlineData("v1")]
+    [InlineData("hybrid")]
+    public async Task Each_driver_places_the_tree_kills_it_on_dispose_and_removes_its_cgroup(string kind)
+    {
+        CgroupHost.Require();
+        CgroupLayout layout = CgroupHost.Layout;
+        ICgroupDriver driver = kind switch
+        {
+            "v2" when layout.V2MountPoint is not null => new CgroupV2Driver(layout, null),
+            "v1" when layout.V1.Count > 0 => new CgroupV1Driver(layout with { V2MountPoint = null }, null, useFreezer: true),
+            "hybrid" when layout.Mode == CgroupMode.Hybrid => new HybridCgroupDriver(layout),
+            _ => null!,
+        };
+        Assert.SkipWhen(driver is null, $"this host ({layout.Mode}) has no {kind} cgroups");
+        IsolationSpec spec = new NamespaceBuilder().WithCgroup(_ => { }).WithStandardOutput(Stdio.Pipe).Build();
+        spec.CgroupDriverForTests = driver;
+
+        IsolatedProcess p = spec.Start("/bin/sh", "-c", "sleep 100 & echo $!; exec sleep 100");
+        int orphan = int.Parse((await new StreamReader(p.StandardOutput!).ReadLineAsync())!);
+        IReadOnlyList<string> dirs = p.CgroupDirectories;
+        foreach (string dir in dirs)
+            Assert.Equal(new[] { p.Id, orphan }.Order(), File.ReadAllLines(Path.Join(dir, "cgroup.procs")).Select(int.Parse).Order());
+        await p.DisposeAsync();
+
+        AssertGone(dirs);
+        Assert.False(IsAlive(orphan), "the background sleep survived dispose");
+    }
+
+    [Fact]
+    public async Task With_a_cgroup_namespace_the_sandbox_sees_its_own_cgroup_as_the_root()
+    {
+        CgroupHost.Require();
+        Assert.SkipWhen(CgroupHost.Layout.V2MountPoint is null, "no cgroup2 hierarchy: /proc/self/cgroup has no 0:: line");
+        IsolationSpec spec = new NamespaceBuilder()
+            .WithNamespaces(Namespaces.User | Namespaces.Cgroup)
+            .MapCurrentUserToRoot()
+            .WithCgroup(c => c.PidsMax(16))
+            .WithStandardOutput(Stdio.Pipe)
+            .Build();
+
+        await using IsolatedProcess p = spec.Start("/bin/cat", "/proc/self/cgroup");
+        (string output, _) = await RunAsync(p);
+
+        Assert.Equal("/", CgroupHost.ParseProcCgroup(output)[""]);
+    }
+
     [Fact]
     public async Task A_fork_bomb_is_stopped_by_PidsMax_and_the_host_is_unharmed()
     {
@@ -155,7 +206,7 @@ public sealed class CgroupTests
 
         Assert.Equal(TerminationReason.Killed, (await p.WaitForExitAsync()).Reason);
         AssertGone(dirs);
-        Assert.False(Directory.Exists($"/proc/{orphan}") && !File.ReadAllText($"/proc/{orphan}/stat").Contains(") Z "), "the background sleep survived");
+        Assert.False(IsAlive(int.Parse(orphan)), "the background sleep survived");
     }
 
     [Fact]
