@@ -221,7 +221,8 @@ internal sealed class V1Cgroup : ICgroup
     {
         string state = File("freezer", "freezer.state")
             ?? throw new InvalidOperationException("No v1 freezer hierarchy is mounted; freezing needs the freezer controller or cgroup v2.");
-        CgroupFiles.Write(state, frozen ? "FROZEN" : "THAWED");
+        if (!TrySetFrozen(frozen))
+            CgroupFiles.Write(state, frozen ? "FROZEN" : "THAWED"); // again, to throw with the errno
     }
 
     private bool TrySetFrozen(bool frozen)

@@ -175,7 +175,17 @@ internal sealed class V2Cgroup(string dir, IReadOnlyCollection<string> controlle
             kill(pid, SIGKILL);
     }
 
-    public void SetFrozen(bool frozen) => CgroupFiles.Write(Path.Join(dir, "cgroup.freeze"), frozen ? "1" : "0");
+    /// <summary>
+    /// cgroup.freeze: "Freezing of the cgroup may take some time; when this action is completed, the "frozen"
+    /// value in the cgroup.events control file will be updated" (cgroup-v2.rst). Waits for it, up to 2 s.
+    /// </summary>
+    public void SetFrozen(bool frozen)
+    {
+        CgroupFiles.Write(Path.Join(dir, "cgroup.freeze"), frozen ? "1" : "0");
+        string events = Path.Join(dir, "cgroup.events");
+        for (int i = 0; i < 400 && CgroupFiles.ParseFlatKeyed(CgroupFiles.TryRead(events)).GetValueOrDefault("frozen") != (frozen ? 1 : 0); i++)
+            Thread.Sleep(5);
+    }
 
     public bool Remove()
     {

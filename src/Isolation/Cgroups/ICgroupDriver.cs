@@ -129,9 +129,14 @@ internal static class CgroupDriver
             Interop.Interop.rmdir_path(parent);
     }
 
-    /// <summary>Tries each parent in turn; a permission or busy error moves to the next, the last error is thrown.</summary>
+    /// <summary>
+    /// Tries each parent in turn; a permission or busy error moves to the next. When all fail, a busy caller's
+    /// cgroup (it holds processes, so it cannot enable controllers: the no-internal-processes rule) is the
+    /// more useful error to report than the root's EACCES, else the last error is.
+    /// </summary>
     public static T TryParents<T>(List<string> candidates, Func<string, T> create)
     {
+        SandboxSetupException? busy = null;
         for (int i = 0; ; i++)
         {
             try
@@ -140,6 +145,12 @@ internal static class CgroupDriver
             }
             catch (SandboxSetupException e) when (i + 1 < candidates.Count && e.Errno is 1 or 13 or 16 or 30) // EPERM EACCES EBUSY EROFS
             {
+                if (e.Errno == 16)
+                    busy ??= e;
+            }
+            catch (SandboxSetupException) when (busy is not null)
+            {
+                throw busy;
             }
         }
     }

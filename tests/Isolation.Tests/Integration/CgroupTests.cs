@@ -270,8 +270,8 @@ public sealed class CgroupTests
         IsolationSpec spec = new NamespaceBuilder().WithCgroup(c => c.PidsMax(16)).Build();
         await using IsolatedProcess p = spec.Start("/bin/sh", "-c", "while :; do :; done");
 
-        p.Freeze();
-        await Task.Delay(100); // let the freeze settle
+        await Task.Delay(100); // let it run a little first
+        p.Freeze(); // returns once the kernel reports the cgroup frozen
         TimeSpan frozenAt = p.GetCgroupStats()!.CpuTotal!.Value;
         await Task.Delay(300);
         TimeSpan stillAt = p.GetCgroupStats()!.CpuTotal!.Value;

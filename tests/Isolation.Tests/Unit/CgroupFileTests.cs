@@ -260,6 +260,25 @@ public sealed class CgroupFileTests : IDisposable
     }
 
     [Fact]
+    public void When_every_parent_fails_a_busy_own_cgroup_is_reported_rather_than_the_roots_EACCES()
+    {
+        var e = Assert.Throws<SandboxSetupException>(() => CgroupDriver.TryParents<string>(["/own", "/isolation"], parent =>
+            throw CgroupFiles.Failed($"enable memory in {parent}", parent == "/own" ? 16 : 13, parent)));
+
+        Assert.Equal("EBUSY", e.ErrnoName);
+        Assert.Contains("no-internal-processes", e.Hint);
+    }
+
+    [Fact]
+    public void A_parent_that_fails_with_EACCES_falls_back_to_the_next_one()
+    {
+        string created = CgroupDriver.TryParents(["/own", "/isolation"], parent =>
+            parent == "/own" ? throw CgroupFiles.Failed("mkdir", 13, parent) : parent);
+
+        Assert.Equal("/isolation", created);
+    }
+
+    [Fact]
     public void New_cgroup_names_are_never_reused()
     {
         string[] names = [.. Enumerable.Range(0, 100).Select(_ => CgroupDriver.NewName())];
