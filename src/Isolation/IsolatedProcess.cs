@@ -84,8 +84,8 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
     }
 
     /// <summary>
-    /// Kills the sandbox with SIGKILL. With a PID namespace that ends every process in it (the program is
-    /// its PID 1). The exit status then says <see cref="TerminationReason.Killed"/>.
+    /// Kills the sandbox with SIGKILL. With a cgroup (<see cref="NamespaceBuilder.WithCgroup"/>) every process
+    /// in it is killed (cgroup.kill); with a PID namespace too (the program is its PID 1). The exit status then says <see cref="TerminationReason.Killed"/>.
     /// </summary>
     public bool Kill()
     {

@@ -172,10 +172,12 @@ public sealed unsafe partial class IsolationSpec
         var stdio = new StdioSet();
         iso_spawn_result result = default;
         bool spawned = false;
-        // Step 1: the sandbox's new cgroup, limits written, before clone (IsolationSpec.Cgroups.cs).
-        (ICgroup cgroup, string? cgroupError) = CreateCgroup();
+        ICgroup cgroup = NoCgroup.Instance;
+        string? cgroupError = null;
         try
         {
+            // Step 1: the sandbox's new cgroup, limits written, before clone (IsolationSpec.Cgroups.cs).
+            (cgroup, cgroupError) = CreateCgroup();
             var request = (iso_spawn_request*)block.Take((nuint)sizeof(iso_spawn_request));
             byte** argv = (byte**)block.TakeArray<nint>(arguments.Length + 2);
             byte** initArgv = (byte**)block.TakeArray<nint>(initArgc + 1);

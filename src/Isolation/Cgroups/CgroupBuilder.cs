@@ -14,6 +14,9 @@ public sealed class CgroupBuilder
 
     internal CgroupSettings Settings { get; private set; }
 
+    /// <summary>What this host has: cgroup v2, v1, both (hybrid) or none (from /proc/self/mountinfo and statfs(2)).</summary>
+    public static CgroupMode HostMode => CgroupLayout.Host.Mode;
+
     private CgroupBuilder Set(Func<CgroupLimits, CgroupLimits> change)
     {
         Settings = Settings with { Limits = change(Settings.Limits) };

@@ -46,6 +46,11 @@ internal sealed class CgroupV2Driver(CgroupLayout layout, IReadOnlySet<string>? 
     {
         if (needed.Count == 0)
             return;
+        // A parent that holds processes cannot enable controllers for children (EBUSY). Find out before
+        // touching any ancestor, so a failed candidate changes nothing on the host.
+        if (parent != mount && !needed.All(CgroupFiles.ReadList(Path.Join(parent, "cgroup.subtree_control")).Contains)
+            && CgroupFiles.ReadProcs(parent).Length > 0)
+            throw CgroupFiles.Failed($"enable {string.Join(", ", needed)} in {parent}", EBUSY, parent);
         List<string> chain = [mount];
         string relative = Path.GetRelativePath(mount, parent);
         if (relative != ".")

@@ -73,6 +73,18 @@ public sealed class CgroupFileTests : IDisposable
     }
 
     [Fact]
+    public void V2_refuses_a_parent_with_processes_before_touching_any_ancestor()
+    {
+        Cgroup("", ("cgroup.controllers", "memory\n"), ("cgroup.subtree_control", ""));
+        string own = Cgroup("session.scope", ("cgroup.controllers", "memory\n"), ("cgroup.subtree_control", ""), ("cgroup.procs", "4242\n"));
+
+        var e = Assert.Throws<SandboxSetupException>(() => CgroupV2Driver.EnableControllers(_root, own, ["memory"]));
+
+        Assert.Equal("EBUSY", e.ErrnoName);
+        Assert.Equal("", Read(_root, "cgroup.subtree_control"));
+    }
+
+    [Fact]
     public void V2_names_a_controller_that_was_not_delegated()
     {
         Cgroup("", ("cgroup.controllers", "memory\n"), ("cgroup.subtree_control", ""));
