@@ -81,6 +81,29 @@ public sealed class CgroupTests
     }
 
     [Fact]
+    public async Task Each_limit_reaches_the_kernel_file_that_enforces_it_and_the_cpuset_binds_the_child()
+    {
+        foreach (string controller in new[] { "memory", "pids", "cpu", "cpuset" })
+            CgroupHost.Require(controller);
+        IsolationSpec spec = new NamespaceBuilder()
+            .WithCgroup(c => c.MemoryMax(64L << 20).PidsMax(30).CpuMax(0.5).CpuWeight(200).Cpuset("0"))
+            .WithStandardOutput(Stdio.Pipe)
+            .Build();
+
+        await using IsolatedProcess p = spec.Start("/bin/sh", "-c", "grep Cpus_allowed_list /proc/self/status; exec sleep 100");
+        string output = (await new StreamReader(p.StandardOutput!).ReadLineAsync())!;
+        string? Limit(params string[] files) => p.CgroupDirectories
+            .SelectMany(d => files.Select(f => Path.Join(d, f))).Where(File.Exists).Select(f => File.ReadAllText(f).Trim()).FirstOrDefault();
+
+        Assert.Equal("0", output.Split(':')[1].Trim());
+        Assert.Equal((64L << 20).ToString(), Limit("memory.max", "memory.limit_in_bytes"));
+        Assert.Equal("30", Limit("pids.max"));
+        Assert.Contains(Limit("cpu.max", "cpu.cfs_quota_us"), new[] { "50000 100000", "50000" });
+        Assert.Contains(Limit("cpu.weight", "cpu.shares"), new[] { "200", V1Cgroup.WeightToShares(200).ToString() });
+        Assert.Equal("0", Limit("cpuset.cpus"));
+    }
+
+    [Fact]
     public async Task With_a_cgroup_namespace_the_sandbox_sees_its_own_cgroup_as_the_root()
     {
         CgroupHost.Require();
