@@ -361,6 +361,23 @@ public sealed class CgroupTests
     }
 
     [Fact]
+    public void An_unprivileged_user_with_a_delegated_subtree_gets_limits_without_root()
+    {
+        CgroupHost.Require("pids");
+        Host.RequireUnprivilegedRunner();
+        using var delegated = new DelegatedSubtree();
+
+        SpawnOutcome outcome = delegated.SpawnUnprivileged("--pids-max", "16", "--cgroup-parent", delegated.CgroupPath, "--", "/bin/cat", "/proc/self/cgroup");
+
+        Assert.True(outcome.Started, outcome.Error?.Message);
+        Assert.Null(outcome.CgroupError);
+        string name = Path.GetFileName(outcome.CgroupDirectories[0]);
+        Assert.All(CgroupHost.ParseProcCgroup(outcome.Stdout).Where(l => l.Key == "" || l.Key.Contains("pids")),
+            l => Assert.Equal($"{delegated.CgroupPath}/{name}", l.Value));
+        Assert.All(outcome.CgroupDirectories, d => Assert.False(Directory.Exists(d), $"{d} was left behind"));
+    }
+
+    [Fact]
     public void An_unprivileged_user_with_best_effort_runs_without_limits_and_is_told_why()
     {
         CgroupHost.Require();
