@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
-using System.Text.Json;
 using Isolation.Cgroups;
 using Isolation.Tests.Infrastructure;
 using Isolation.TestHost;
@@ -95,14 +94,7 @@ public sealed class DelegatedSubtree : IDisposable
         info.ArgumentList.Add("sh");
         foreach (string a in (string[])[TestHostRunner.Executable, "spawn", .. args])
             info.ArgumentList.Add(a);
-        info.Environment["HOME"] = "/tmp";
-        info.Environment["DOTNET_CLI_HOME"] = "/tmp";
-        using Process process = Process.Start(info)!;
-        string stdout = process.StandardOutput.ReadToEnd();
-        string stderr = process.StandardError.ReadToEnd();
-        process.WaitForExit();
-        Assert.True(process.ExitCode == 0, $"spawn driver failed ({process.ExitCode}): {stderr}{stdout}");
-        return JsonSerializer.Deserialize(stdout, ReportJson.Default.SpawnOutcome)!;
+        return TestHostRunner.RunSpawnDriver(info);
     }
 
     public void Dispose()
