@@ -32,7 +32,7 @@ public sealed class CgroupBuilder
     /// <summary>Swap limit in bytes; 0 forbids swap (<c>memory.swap.max</c>). Needs <see cref="MemoryMax"/>.</summary>
     public CgroupBuilder MemorySwapMax(long bytes) => Set(l => l with { MemorySwapMax = bytes });
 
-    /// <summary>Maximum number of processes and threads in the sandbox; a fork beyond it fails with EAGAIN (<c>pids.max</c>).</summary>
+    /// <summary>Maximum number of processes and threads in the sandbox, the init of <see cref="NamespaceBuilder.WithInit"/> included; a fork beyond it fails with EAGAIN (<c>pids.max</c>).</summary>
     public CgroupBuilder PidsMax(long count) => Set(l => l with { PidsMax = count });
 
     /// <summary>Limit CPU time to <paramref name="cpus"/> CPUs' worth (0.5 = half of one CPU, 2 = two CPUs) per <paramref name="period"/> (default 100 ms) (<c>cpu.max</c>).</summary>

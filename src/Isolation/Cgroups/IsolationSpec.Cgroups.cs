@@ -11,6 +11,9 @@ public sealed unsafe partial class IsolationSpec
 {
     private ICgroupDriver? _cgroupDriver;
 
+    /// <summary>The limits each sandbox's cgroup gets, or null when the spec has no <see cref="NamespaceBuilder.WithCgroup"/>.</summary>
+    public CgroupLimits? CgroupLimits => _state.Cgroup?.Limits;
+
     /// <summary>Tests: use this driver instead of the host's (v2 alone or v1 alone on a hybrid host).</summary>
     internal ICgroupDriver? CgroupDriverForTests
     {
