@@ -1,3 +1,4 @@
+using Isolation.Cgroups;
 using Isolation.Diagnostics;
 using Microsoft.Extensions.Logging;
 using static Isolation.Interop.Interop;
@@ -9,7 +10,7 @@ namespace Isolation;
 /// A running sandbox, returned by <see cref="IsolationSpec.Start"/> once the program has been exec'd.
 /// Wait for it with <see cref="WaitForExitAsync"/>; disposing it kills whatever is left of the sandbox.
 /// </summary>
-public sealed class IsolatedProcess : IAsyncDisposable, IDisposable
+public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
 {
     private readonly ILogger _logger;
     private readonly TaskCompletionSource<ExitStatus> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -20,9 +21,11 @@ public sealed class IsolatedProcess : IAsyncDisposable, IDisposable
     private volatile bool _timedOut;
     private int _disposed;
 
-    internal IsolatedProcess(int pid, int pidfd, (Stream? Input, Stream? Output, Stream? Error) streams, TimeSpan? timeout, ILogger logger)
+    internal IsolatedProcess(int pid, int pidfd, (Stream? Input, Stream? Output, Stream? Error) streams, TimeSpan? timeout, ILogger logger, ICgroup cgroup, string? cgroupError)
     {
         Id = pid;
+        _cgroup = cgroup;
+        CgroupError = cgroupError;
         _pidfd = pidfd;
         _logger = logger;
         _timeout = timeout;
@@ -81,12 +84,13 @@ public sealed class IsolatedProcess : IAsyncDisposable, IDisposable
     }
 
     /// <summary>
-    /// Kills the sandbox with SIGKILL. With a PID namespace that ends every process in it (the program is
-    /// its PID 1). The exit status then says <see cref="TerminationReason.Killed"/>.
+    /// Kills the sandbox with SIGKILL. With a cgroup (<see cref="NamespaceBuilder.WithCgroup"/>) every process
+    /// in it is killed (cgroup.kill); with a PID namespace too (the program is its PID 1). The exit status then says <see cref="TerminationReason.Killed"/>.
     /// </summary>
     public bool Kill()
     {
         _killRequested = true;
+        KillCgroup(); // the whole tree, not only the program (IsolatedProcess.Cgroups.cs)
         return Signal(SIGKILL);
     }
 
@@ -96,6 +100,7 @@ public sealed class IsolatedProcess : IAsyncDisposable, IDisposable
             return;
         _timedOut = true;
         Log.TimedOut(_logger, Id, _timeout!.Value);
+        KillCgroup();
         Signal(SIGKILL);
     }
 
@@ -113,17 +118,20 @@ public sealed class IsolatedProcess : IAsyncDisposable, IDisposable
         _timeoutTimer?.Dispose();
         ResourceUsage = new ResourceUsage(TimeSpan.FromMicroseconds(user), TimeSpan.FromMicroseconds(system), rss * 1024);
         const int CLD_EXITED = 1, CLD_DUMPED = 3;
+        // The cgroup's counters say whether the OOM killer or the pids limit ended it (IsolatedProcess.Cgroups.cs).
+        CgroupStats? final = SnapshotCgroupOnExit();
         ExitStatus exit;
         if (code == CLD_EXITED)
-            exit = new ExitStatus(TerminationReason.Exited, status, 0, false);
+            exit = new ExitStatus(CgroupReason(final, status, 0) ?? TerminationReason.Exited, status, 0, false);
         else
         {
             TerminationReason reason = _timedOut && status == SIGKILL ? TerminationReason.TimedOut
                 : _killRequested && status == SIGKILL ? TerminationReason.Killed
-                : TerminationReason.Signaled;
+                : CgroupReason(final, -1, status) ?? TerminationReason.Signaled;
             exit = new ExitStatus(reason, -1, status, code == CLD_DUMPED);
         }
         Log.Exited(_logger, Id, exit);
+        RemoveCgroupIfEmpty();
         _exited.TrySetResult(exit);
     }
 
@@ -155,6 +163,7 @@ public sealed class IsolatedProcess : IAsyncDisposable, IDisposable
         int pidfd = Interlocked.Exchange(ref _pidfd, -1);
         if (pidfd >= 0)
             close(pidfd);
+        RemoveCgroup(); // kills what is left of the tree, then rmdir
         StandardInput?.Dispose();
         StandardOutput?.Dispose();
         StandardError?.Dispose();

@@ -2,6 +2,7 @@ using System.Collections.Immutable;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
+using Isolation.Cgroups;
 using Isolation.Diagnostics;
 using Isolation.IdMaps;
 using Isolation.Interop;
@@ -18,7 +19,7 @@ namespace Isolation;
 /// thread-safe: each <see cref="Start"/> spawns a new sandbox. The child's setup is compiled once into
 /// native memory, so a start only lays out argv and clones.
 /// </summary>
-public sealed unsafe class IsolationSpec
+public sealed unsafe partial class IsolationSpec
 {
     private const string DefaultSearchPath = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
     private const int StackSize = 64 * 1024;
@@ -171,8 +172,12 @@ public sealed unsafe class IsolationSpec
         var stdio = new StdioSet();
         iso_spawn_result result = default;
         bool spawned = false;
+        ICgroup cgroup = NoCgroup.Instance;
+        string? cgroupError = null;
         try
         {
+            // Step 1: the sandbox's new cgroup, limits written, before clone (IsolationSpec.Cgroups.cs).
+            (cgroup, cgroupError) = CreateCgroup();
             var request = (iso_spawn_request*)block.Take((nuint)sizeof(iso_spawn_request));
             byte** argv = (byte**)block.TakeArray<nint>(arguments.Length + 2);
             byte** initArgv = (byte**)block.TakeArray<nint>(initArgc + 1);
@@ -206,7 +211,7 @@ public sealed unsafe class IsolationSpec
                 envp = _envp,
                 search_path = _searchPath,
                 cwd = _cwd,
-                cgroup_fd = -1,
+                cgroup_fd = cgroup.CloneIntoFd, // v2: CLONE_INTO_CGROUP
                 uid = _state.Uid ?? 0,
                 gid = _state.Gid ?? 0,
                 ngroups = (uint)_state.Groups.Length,
@@ -238,6 +243,9 @@ public sealed unsafe class IsolationSpec
 
             // Parent's part, while the child waits on the sync pipe.
             _idMaps?.Write(result.pid, _logger);
+            // v1, and v2 when clone3 fell back: the parent places the child; then its rlimits.
+            PlaceInCgroup(cgroup, result.pid, result.used_clone3 != 0);
+            SetRlimits(result.pid);
 
             // sync 1: maps written, child released.
             int syncFd = result.sync_fd;
@@ -258,7 +266,7 @@ public sealed unsafe class IsolationSpec
                 throw ChildFailed(error, program);
             Log.Execed(_logger, result.pid, program);
 
-            var process = new IsolatedProcess(result.pid, result.pidfd, stdio.TakeStreams(), _state.Timeout, _logger);
+            var process = new IsolatedProcess(result.pid, result.pidfd, stdio.TakeStreams(), _state.Timeout, _logger, cgroup, cgroupError);
             result.pidfd = -1;
             return process;
         }
@@ -266,6 +274,7 @@ public sealed unsafe class IsolationSpec
         {
             if (spawned)
                 Abort(ref result);
+            cgroup.Remove(); // after Abort: the child is gone, so the cgroup is empty
             stdio.Dispose();
             if (e is SandboxSetupException && _logger.IsEnabled(LogLevel.Debug))
                 Log.SetupFailed(_logger, result.pid, e.Message);

@@ -1,4 +1,5 @@
 using System.Collections.Immutable;
+using Isolation.Cgroups;
 using Isolation.IdMaps;
 using Isolation.Mounts;
 using Microsoft.Extensions.Logging;
@@ -161,6 +162,28 @@ public sealed class NamespaceBuilder
         return With(_state with { Argv0 = argv0 });
     }
 
+    // --- Resource limits (cgroups, rlimits): the logic lives in Cgroups/ and Rlimit.cs. ---
+
+    /// <summary>
+    /// Give the sandbox a new cgroup of its own with these limits (appends to the settings made so far). The
+    /// program is in it from its first instruction; the cgroup is removed when the process is disposed.
+    /// </summary>
+    /// <example><code>.WithCgroup(c => c.MemoryMax(256L &lt;&lt; 20).PidsMax(64).CpuMax(0.5))</code></example>
+    public NamespaceBuilder WithCgroup(Action<CgroupBuilder> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        var builder = new CgroupBuilder(_state.Cgroup ?? new CgroupSettings());
+        configure(builder);
+        return With(_state with { Cgroup = builder.Settings });
+    }
+
+    /// <summary>Set an rlimit of the program (<c>prlimit --nofile=64:64</c>); replaces an earlier one for the same resource. Use <see cref="Rlimit.Unlimited"/> for no limit.</summary>
+    public NamespaceBuilder WithRlimit(RlimitResource resource, ulong soft, ulong hard) =>
+        With(_state with { Rlimits = [.. _state.Rlimits.Where(r => r.Resource != resource), new Rlimit(resource, soft, hard)] });
+
+    /// <summary>Set an rlimit's soft and hard values to <paramref name="limit"/>.</summary>
+    public NamespaceBuilder WithRlimit(RlimitResource resource, ulong limit) => WithRlimit(resource, limit, limit);
+
     /// <summary>Log each setup step at Debug level.</summary>
     public NamespaceBuilder WithLogger(ILogger logger) => With(_state with { Logger = logger ?? throw new ArgumentNullException(nameof(logger)) });
 
@@ -214,6 +237,10 @@ public sealed class NamespaceBuilder
             throw new ArgumentException("RunAs(...) with supplementary groups needs setgroups(2), which WithSetgroups(SetgroupsPolicy.Deny) forbids.");
         if (s.SetGroups && user && s.Setgroups == SetgroupsPolicy.Auto && geteuid() != 0 && s.GidMaps.Length == 1 && s.GidMaps[0].Outside == getegid())
             throw new ArgumentException("RunAs(...) with supplementary groups needs setgroups(2), which the kernel forbids when an unprivileged caller maps its own gid. Map groups through newgidmap (several MapGroups ranges) or drop the groups.");
+        if (s.Cgroup is { } cgroup)
+            CgroupBuilder.Validate(cgroup);
+        foreach (Rlimit rlimit in s.Rlimits)
+            rlimit.Validate();
         if (s.ClearEnvironment is false && s.EnvironmentChanges.Length == 0)
         {
             // Nothing to check: the environment is the caller's.
@@ -252,4 +279,6 @@ internal sealed record BuilderState
     public bool Init { get; init; }
     public string? Argv0 { get; init; }
     public ILogger? Logger { get; init; }
+    public CgroupSettings? Cgroup { get; init; }
+    public ImmutableArray<Rlimit> Rlimits { get; init; } = [];
 }

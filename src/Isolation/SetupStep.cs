@@ -90,4 +90,7 @@ public enum SetupStep
 
     /// <summary>Loading the init executable.</summary>
     LoadInit = 107,
+
+    /// <summary>Setting an rlimit of the child with prlimit(2).</summary>
+    Rlimit = 120,
 }

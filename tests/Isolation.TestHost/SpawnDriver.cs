@@ -56,6 +56,8 @@ internal static class SpawnDriver
         outcome.ExitCode = status.ExitCode;
         outcome.Signal = status.Signal;
         outcome.Reason = status.Reason.ToString();
+        outcome.CgroupError = process.CgroupError;
+        outcome.CgroupDirectories = [.. process.CgroupDirectories];
     }
 
     private static NamespaceBuilder Configure(NamespaceBuilder b, string[] options)
@@ -76,6 +78,10 @@ internal static class SpawnDriver
                 "--die-with-parent" => b.WithDieWithParent(),
                 "--setgroups" => b.WithSetgroups(Enum.Parse<SetgroupsPolicy>(Next(), ignoreCase: true)),
                 "--run-as" => Range(Next() + ":0", (u, g, _) => b.RunAs(u, g)),
+                "--pids-max" => b.WithCgroup(c => c.PidsMax(long.Parse(Next()))),
+                "--memory-max" => b.WithCgroup(c => c.MemoryMax(long.Parse(Next()))),
+                "--cgroup-parent" => b.WithCgroup(c => c.Parent(Next())),
+                "--cgroup-best-effort" => b.WithCgroup(c => c.BestEffort()),
                 _ => throw new ArgumentException($"unknown spawn option {options[i]}"),
             };
         }
@@ -100,6 +106,8 @@ public sealed class SpawnOutcome
     public string Stdout { get; set; } = "";
     public SetupError? Error { get; set; }
     public string? ArgumentError { get; set; }
+    public string? CgroupError { get; set; }
+    public string[] CgroupDirectories { get; set; } = [];
     public int FdsBefore { get; set; }
     public int FdsAfter { get; set; }
 }

@@ -34,4 +34,13 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 10, Level = LogLevel.Debug, Message = "pid {Pid}: timeout of {Timeout} expired, killing")]
     public static partial void TimedOut(ILogger logger, int pid, TimeSpan timeout);
+
+    [LoggerMessage(EventId = 11, Level = LogLevel.Debug, Message = "created cgroup {Directories}")]
+    public static partial void CgroupCreated(ILogger logger, string directories);
+
+    [LoggerMessage(EventId = 12, Level = LogLevel.Warning, Message = "running without a cgroup (best effort): {Reason}")]
+    public static partial void CgroupSkipped(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 13, Level = LogLevel.Debug, Message = "pid {Pid}: placed in its cgroup (clone3 placed it: {ClonedInto})")]
+    public static partial void CgroupPlaced(ILogger logger, int pid, bool clonedInto);
 }

@@ -37,6 +37,12 @@ public static class TestHostRunner
         };
         foreach (string a in (string[])["--reuid=65534", "--regid=65534", "--clear-groups", "--", Executable, "spawn", .. args])
             info.ArgumentList.Add(a);
+        return RunSpawnDriver(info);
+    }
+
+    /// <summary>Runs a command line that ends in the spawn driver and returns the outcome it printed.</summary>
+    public static SpawnOutcome RunSpawnDriver(ProcessStartInfo info)
+    {
         info.Environment["HOME"] = "/tmp";
         info.Environment["DOTNET_CLI_HOME"] = "/tmp";
         using Process process = Process.Start(info)!;
