@@ -102,9 +102,12 @@ internal sealed class UnshareOptions
         if (mapUser is not null || mapGroup is not null || usersSpec is not null || groupsSpec is not null)
             ns |= Namespaces.User;
 
-        string? root = r.GetValue(Root);
-        if (root is not null)
+        string? root = r.GetValue(Root) is { } rootText ? Path.GetFullPath(rootText) : null;
+        if (root == "/")
+            root = null; // chroot("/") only changes the directory to "/" (below); pivot_root cannot pivot onto itself
+        else if (root is not null)
             ns |= Namespaces.Mount; // the library changes root with pivot_root in a new mount namespace; unshare chroots
+        bool chdirToRoot = r.GetValue(Root) is not null;
 
         if ((r.GetValue(Monotonic) is not null || r.GetValue(Boottime) is not null) && !ns.HasFlag(Namespaces.Time))
             throw new UnshareUsageException("options --monotonic and --boottime require unsharing of a time namespace (-t)");
@@ -137,13 +140,12 @@ internal sealed class UnshareOptions
         };
         if (ns.HasFlag(Namespaces.Mount))
         {
-            string? absoluteRoot = root is null ? null : Path.GetFullPath(root);
-            string? absoluteProc = procMount is null ? null : absoluteRoot is null ? Path.GetFullPath(procMount) : InsideRoot(procMount);
+            string? absoluteProc = procMount is null ? null : root is null ? Path.GetFullPath(procMount) : InsideRoot(procMount);
             b = b.WithMounts(m =>
             {
                 m.WithPropagation(propagation);
-                if (absoluteRoot is not null)
-                    m.Root(absoluteRoot);
+                if (root is not null)
+                    m.Root(root);
                 if (absoluteProc is not null)
                     m.Proc(absoluteProc);
             });
@@ -151,8 +153,8 @@ internal sealed class UnshareOptions
 
         string? wd = r.GetValue(WorkingDirectory);
         if (wd is not null)
-            b = b.WithWorkingDirectory(root is null ? Path.GetFullPath(wd) : InsideRoot(wd));
-        else if (root is not null)
+            b = b.WithWorkingDirectory(!chdirToRoot ? Path.GetFullPath(wd) : InsideRoot(wd));
+        else if (chdirToRoot)
             b = b.WithWorkingDirectory("/"); // unshare: chdir("/") after chroot
 
         // -S/-G: unshare calls setgid (after dropping supplementary groups) and setuid inside. RunAs needs both
