@@ -174,14 +174,14 @@ internal sealed class UnshareOptions
         if (killChild)
             b = b.WithDieWithParent(Signals.Parse(r.GetValue(KillChild) ?? "KILL"));
 
-        // No program: $SHELL, else /bin/sh, with its base name as argv[0] (unshare's exec_shell).
+        // No program: $SHELL, else /bin/sh, as a login shell: argv[0] is "-" and its base name (util-linux's exec_shell).
         string file;
         string[] arguments;
         if (program.Length == 0)
         {
             file = Environment.GetEnvironmentVariable("SHELL") is { Length: > 0 } shell ? shell : "/bin/sh";
             arguments = [];
-            b = b.WithArgv0(Path.GetFileName(file));
+            b = b.WithArgv0("-" + Path.GetFileName(file));
         }
         else
         {

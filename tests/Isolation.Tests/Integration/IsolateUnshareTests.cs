@@ -1,0 +1,260 @@
+using System.Diagnostics;
+using System.Reflection;
+using Isolation.Tests.Infrastructure;
+
+namespace Isolation.Tests.Integration;
+
+/// <summary>
+/// The isolate sample's <c>unshare</c> face run side by side with util-linux unshare(1) on the same command
+/// lines: same exit status and same output (pid, uid, hostname, id maps, the /proc mount), as root and as
+/// uid 65534. Command lines are written with '|' between arguments.
+/// </summary>
+public sealed class IsolateUnshareTests
+{
+    private static readonly string Isolate = Path.Combine(
+        typeof(IsolateUnshareTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().First(a => a.Key == "IsolateDir").Value!,
+        "isolate");
+
+    private static readonly string? Unshare = new[] { "/usr/bin/unshare", "/bin/unshare" }.FirstOrDefault(File.Exists);
+
+    // ---- Same exit status and output as util-linux unshare, as root ----
+
+    [Theory]
+    [InlineData("-r|id|-u")] // options end at the program: -u is id's
+    [InlineData("--map-user=0|id|-u")] // implies --user
+    [InlineData("--map-group=0|id|-g")]
+    [InlineData("-U|id|-u")] // unmapped: the overflow uid
+    [InlineData("-c|id|-u")]
+    [InlineData("--user|--pid|--map-root-user|--mount-proc|--fork|sh|-c|echo $$; id -u; cat /proc/1/comm")] // the README's command
+    [InlineData("-Urpf|sh|-c|echo $$")] // bundled short options
+    [InlineData("--kill-child|-rp|sh|-c|echo $$")] // --kill-child implies --fork
+    [InlineData("-rpf|--mount-proc=/proc|sh|-c|cat /proc/1/comm; grep -c ' /proc proc ' /proc/self/mountinfo")]
+    [InlineData("-r|cat|/proc/self/uid_map|/proc/self/gid_map|/proc/self/setgroups")]
+    [InlineData("-U|--setgroups=allow|cat|/proc/self/setgroups")]
+    [InlineData("-u|sh|-c|hostname sandbox && hostname")]
+    [InlineData("-rm|findmnt|-no|PROPAGATION|/")]
+    [InlineData("-S|5|-G|7|id")]
+    [InlineData("-r|-w|/tmp|pwd")]
+    [InlineData("--|id|-un")]
+    [InlineData("-r|sh|-c|exit 7")]
+    [InlineData("-rf|sh|-c|kill -TERM $$")] // unshare -f dies by the child's signal: 128 + 15 to the shell
+    [InlineData("-r|sh|-c|kill -KILL $$")] // without -f the program's own death by signal: 128 + 9
+    public async Task As_root_isolate_unshare_prints_and_exits_like_util_linux_unshare(string commandLine)
+    {
+        RequireRootAndUnshare();
+        string[] args = commandLine.Split('|');
+
+        Outcome expected = await RunAsync(Unshare!, args, unprivileged: false);
+        Outcome actual = await RunAsync(Isolate, ["unshare", .. args], unprivileged: false);
+
+        Assert.Equal(expected.ExitCode, actual.ExitCode);
+        Assert.Equal(expected.Stdout, actual.Stdout);
+    }
+
+    [Theory]
+    [InlineData("nosuch-program-xyz", 127)] // errexec: not found
+    [InlineData("/etc", 126)] // errexec: cannot execute
+    [InlineData("--bogus|id", 1)] // unknown option
+    [InlineData("-x|id", 1)] // unknown short option
+    [InlineData("-R", 1)] // option without its argument
+    [InlineData("--propagation|sideways|true", 1)]
+    [InlineData("--monotonic|5|true", 1)] // needs -T
+    [InlineData("--setgroups|deny|true", 1)] // needs a user namespace
+    [InlineData("-r|-w|/nonexistent-dir-xyz|true", 1)] // chdir fails in the child
+    [InlineData("-rpf|--mount-proc=/etc/hostname|true", 1)] // mount fails in the child
+    public async Task As_root_isolate_unshare_fails_with_unshare_s_exit_status_and_says_why(string commandLine, int exitCode)
+    {
+        RequireRootAndUnshare();
+        string[] args = commandLine.Split('|');
+
+        Outcome expected = await RunAsync(Unshare!, args, unprivileged: false);
+        Outcome actual = await RunAsync(Isolate, ["unshare", .. args], unprivileged: false);
+
+        Assert.Equal(exitCode, expected.ExitCode);
+        Assert.Equal(exitCode, actual.ExitCode);
+        Assert.Equal("", actual.Stdout);
+        Assert.StartsWith("isolate", actual.Stderr);
+    }
+
+    [Fact]
+    public async Task A_mount_failure_names_the_mount_the_errno_and_a_hint()
+    {
+        RequireRootAndUnshare();
+
+        Outcome actual = await RunAsync(Isolate, ["unshare", "-rpf", "--mount-proc=/etc/hostname", "true"], unprivileged: false);
+
+        Assert.Equal(1, actual.ExitCode);
+        Assert.Contains("isolate: mount #1: proc on /etc/hostname", actual.Stderr);
+        Assert.Contains("ENOTDIR", actual.Stderr);
+        Assert.Contains("Hint:", actual.Stderr);
+    }
+
+    [Fact]
+    public async Task With_no_program_it_runs_the_SHELL_as_a_login_shell_like_unshare()
+    {
+        RequireRootAndUnshare();
+        var env = new Dictionary<string, string> { ["SHELL"] = "/bin/sh" };
+
+        Outcome expected = await RunAsync(Unshare!, ["-r"], unprivileged: false, stdin: "echo $0; id -u; exit 3\n", env);
+        Outcome actual = await RunAsync(Isolate, ["unshare", "-r"], unprivileged: false, stdin: "echo $0; id -u; exit 3\n", env);
+
+        Assert.Equal(3, expected.ExitCode);
+        Assert.Equal(3, actual.ExitCode);
+        Assert.Equal("-sh\n0\n", expected.Stdout);
+        Assert.Equal(expected.Stdout, actual.Stdout);
+    }
+
+    [Fact]
+    public async Task A_time_namespace_gets_the_boottime_offset_like_unshare()
+    {
+        RequireRootAndUnshare();
+        Host.RequireTimeNamespace();
+        // /proc/uptime follows CLOCK_BOOTTIME of the reader's time namespace: a day's offset pushes it past 86400 s.
+        string[] args = ["-rT", "--boottime", "86400", "sh", "-c", "test $(cut -d. -f1 /proc/uptime) -ge 86400 && echo shifted"];
+
+        Outcome expected = await RunAsync(Unshare!, args, unprivileged: false);
+        Outcome actual = await RunAsync(Isolate, ["unshare", .. args], unprivileged: false);
+
+        Assert.Equal("shifted\n", expected.Stdout);
+        Assert.Equal(expected.Stdout, actual.Stdout);
+        Assert.Equal(0, actual.ExitCode);
+    }
+
+    // ---- The same, unprivileged (uid 65534 via setpriv) ----
+
+    [Theory]
+    [InlineData("-r|id|-u")]
+    [InlineData("-U|id|-u")]
+    [InlineData("-c|id")]
+    [InlineData("--map-user=1000|id|-u")]
+    [InlineData("--user|--pid|--map-root-user|--mount-proc|--fork|sh|-c|echo $$; id -u; cat /proc/1/comm")]
+    [InlineData("-r|cat|/proc/self/uid_map|/proc/self/gid_map|/proc/self/setgroups")]
+    [InlineData("-ru|sh|-c|hostname sandbox && hostname")]
+    [InlineData("-r|sh|-c|exit 7")]
+    [InlineData("-rf|sh|-c|kill -TERM $$")]
+    [InlineData("-p|true")] // no user namespace: EPERM, exit 1
+    [InlineData("-n|true")]
+    public async Task As_uid_65534_isolate_unshare_prints_and_exits_like_util_linux_unshare(string commandLine)
+    {
+        RequireUnshare();
+        Host.RequireUnprivilegedRunner();
+        string[] args = commandLine.Split('|');
+
+        Outcome expected = await RunAsync(Unshare!, args, unprivileged: true);
+        Outcome actual = await RunAsync(Isolate, ["unshare", .. args], unprivileged: true);
+
+        Assert.Equal(expected.ExitCode, actual.ExitCode);
+        Assert.Equal(expected.Stdout, actual.Stdout);
+    }
+
+    // ---- Where the library's model differs from unshare's, on purpose (documented in --help and the README) ----
+
+    [Fact]
+    public async Task Without_fork_unshare_s_program_keeps_its_pid_while_isolate_s_is_pid_1()
+    {
+        RequireRootAndUnshare();
+        string[] args = ["-rp", "sh", "-c", "echo $$"];
+
+        Outcome expected = await RunAsync(Unshare!, args, unprivileged: false);
+        Outcome actual = await RunAsync(Isolate, ["unshare", .. args], unprivileged: false);
+
+        // unshare(2) with CLONE_NEWPID moves only the caller's future children; unshare then execs in place.
+        Assert.NotEqual("1\n", expected.Stdout);
+        Assert.Matches(@"^\d+\n$", expected.Stdout);
+        // The library clones the program into the new PID namespace: it is PID 1 with or without -f.
+        Assert.Equal("1\n", actual.Stdout);
+    }
+
+    [Fact]
+    public async Task A_new_network_namespace_has_loopback_down_under_unshare_and_up_under_isolate()
+    {
+        RequireRootAndUnshare();
+        Assert.SkipUnless(File.Exists("/usr/sbin/ip") || File.Exists("/sbin/ip") || File.Exists("/usr/bin/ip"), "needs ip (iproute2) to read the loopback's state");
+        string[] args = ["-rn", "ip", "-o", "link", "show", "lo"];
+
+        Outcome expected = await RunAsync(Unshare!, args, unprivileged: false);
+        Outcome actual = await RunAsync(Isolate, ["unshare", .. args], unprivileged: false);
+
+        Assert.Contains("state DOWN", expected.Stdout);
+        Assert.Contains("LOOPBACK,UP", actual.Stdout);
+    }
+
+    // ---- isolate's own options ----
+
+    [Fact]
+    public async Task Debug_logs_each_setup_step_to_standard_error_and_leaves_standard_output_to_the_program()
+    {
+        RequireRootAndUnshare();
+
+        Outcome actual = await RunAsync(Isolate, ["unshare", "--debug", "-r", "id", "-u"], unprivileged: false);
+
+        Assert.Equal(0, actual.ExitCode);
+        Assert.Equal("0\n", actual.Stdout);
+        Assert.Contains("wrote uid_map = 0 0 1", actual.Stderr);
+        Assert.Contains("exec'd id", actual.Stderr);
+    }
+
+    [Fact]
+    public async Task Help_lists_unshare_s_options_and_exits_0()
+    {
+        Outcome actual = await RunAsync(Isolate, ["unshare", "--help"], unprivileged: false);
+
+        Assert.Equal(0, actual.ExitCode);
+        foreach (string option in new[] { "--map-root-user", "--mount-proc", "--kill-child", "--propagation", "--setgroups", "--monotonic", "--debug" })
+            Assert.Contains(option, actual.Stdout);
+    }
+
+    // ---- Running ----
+
+    private sealed record Outcome(int ExitCode, string Stdout, string Stderr);
+
+    private static void RequireUnshare() => Assert.SkipWhen(Unshare is null, "util-linux unshare is not installed; it is what isolate unshare is compared with");
+
+    private static void RequireRootAndUnshare()
+    {
+        RequireUnshare();
+        Host.RequireRoot();
+    }
+
+    /// <summary>Runs <paramref name="file"/> (through setpriv as uid/gid 65534 when unprivileged) and collects its status and output.</summary>
+    private static async Task<Outcome> RunAsync(string file, string[] args, bool unprivileged, string? stdin = null, Dictionary<string, string>? environment = null)
+    {
+        var info = new ProcessStartInfo(unprivileged ? "setpriv" : file)
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        if (unprivileged)
+        {
+            foreach (string a in (string[])["--reuid=65534", "--regid=65534", "--clear-groups", "--", file])
+                info.ArgumentList.Add(a);
+        }
+        foreach (string a in args)
+            info.ArgumentList.Add(a);
+        info.Environment["HOME"] = "/tmp";
+        info.Environment["DOTNET_CLI_HOME"] = "/tmp";
+        foreach ((string name, string value) in environment ?? [])
+            info.Environment[name] = value;
+
+        using Process process = Process.Start(info)!;
+        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
+        Task<string> stderr = process.StandardError.ReadToEndAsync();
+        if (stdin is not null)
+            await process.StandardInput.WriteAsync(stdin);
+        process.StandardInput.Close();
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+        timeout.CancelAfter(TimeSpan.FromSeconds(60));
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{file} {string.Join(' ', args)} did not finish within 60 s");
+        }
+        return new Outcome(process.ExitCode, await stdout, await stderr);
+    }
+}
