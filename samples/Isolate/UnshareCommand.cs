@@ -86,21 +86,21 @@ internal static class UnshareCommand
         // unshare -f ignores SIGINT and SIGTERM while it waits (the terminal's SIGINT reaches the program,
         // which shares our process group). Without -f unshare *is* the program, so a SIGTERM or SIGHUP
         // sent to it must reach the program: we forward those.
-        IsolatedProcess? running = null;
+        var forwarder = new SignalForwarder();
         var registrations = new List<PosixSignalRegistration>
         {
             PosixSignalRegistration.Create(PosixSignal.SIGINT, c => c.Cancel = true),
             PosixSignalRegistration.Create(PosixSignal.SIGQUIT, c => c.Cancel = true),
-            PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; if (!plan.Fork) running?.Signal(SIGTERM); }),
+            PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; if (!plan.Fork) forwarder.Forward(SIGTERM); }),
         };
         if (!plan.Fork)
-            registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGHUP, c => { c.Cancel = true; running?.Signal(SIGHUP); }));
+            registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGHUP, c => { c.Cancel = true; forwarder.Forward(SIGHUP); }));
 
         ExitStatus status;
         try
         {
             await using IsolatedProcess process = spec.Start(plan.Program, plan.Arguments);
-            running = process;
+            forwarder.Attach(process);
             status = await process.WaitForExitAsync();
         }
         catch (SandboxSetupException e)
@@ -123,6 +123,35 @@ internal static class UnshareCommand
         Console.Error.Flush();
         DieBySignal(status.Signal);
         return status.ShellExitCode; // a signal that does not terminate by default (cannot end a child, but be safe)
+    }
+
+    /// <summary>Forwards signals to the program; one that arrives while Start is still returning is delivered once it has.</summary>
+    private sealed class SignalForwarder
+    {
+        private readonly Lock _lock = new();
+        private IsolatedProcess? _process;
+        private readonly List<int> _pending = [];
+
+        public void Forward(int signal)
+        {
+            lock (_lock)
+            {
+                if (_process is null)
+                    _pending.Add(signal);
+                else
+                    _process.Signal(signal);
+            }
+        }
+
+        public void Attach(IsolatedProcess process)
+        {
+            lock (_lock)
+            {
+                _process = process;
+                foreach (int signal in _pending)
+                    process.Signal(signal);
+            }
+        }
     }
 
     private const int SIGHUP = 1;

@@ -44,8 +44,7 @@ public sealed class IsolateUnshareTests
         RequireRootAndUnshare();
         string[] args = commandLine.Split('|');
 
-        Outcome expected = await RunAsync(Unshare!, args, unprivileged: false);
-        Outcome actual = await RunAsync(Isolate, ["unshare", .. args], unprivileged: false);
+        (Outcome expected, Outcome actual) = await RunBothAsync(args, unprivileged: false);
 
         Assert.Equal(expected.ExitCode, actual.ExitCode);
         Assert.Equal(expected.Stdout, actual.Stdout);
@@ -67,8 +66,7 @@ public sealed class IsolateUnshareTests
         RequireRootAndUnshare();
         string[] args = commandLine.Split('|');
 
-        Outcome expected = await RunAsync(Unshare!, args, unprivileged: false);
-        Outcome actual = await RunAsync(Isolate, ["unshare", .. args], unprivileged: false);
+        (Outcome expected, Outcome actual) = await RunBothAsync(args, unprivileged: false);
 
         Assert.Equal(exitCode, expected.ExitCode);
         Assert.Equal(exitCode, actual.ExitCode);
@@ -95,8 +93,7 @@ public sealed class IsolateUnshareTests
         RequireRootAndUnshare();
         var env = new Dictionary<string, string> { ["SHELL"] = "/bin/sh" };
 
-        Outcome expected = await RunAsync(Unshare!, ["-r"], unprivileged: false, stdin: "echo $0; id -u; exit 3\n", env);
-        Outcome actual = await RunAsync(Isolate, ["unshare", "-r"], unprivileged: false, stdin: "echo $0; id -u; exit 3\n", env);
+        (Outcome expected, Outcome actual) = await RunBothAsync(["-r"], unprivileged: false, stdin: "echo $0; id -u; exit 3\n", env);
 
         Assert.Equal(3, expected.ExitCode);
         Assert.Equal(3, actual.ExitCode);
@@ -112,8 +109,7 @@ public sealed class IsolateUnshareTests
         // /proc/uptime follows CLOCK_BOOTTIME of the reader's time namespace: a day's offset pushes it past 86400 s.
         string[] args = ["-rT", "--boottime", "86400", "sh", "-c", "test $(cut -d. -f1 /proc/uptime) -ge 86400 && echo shifted"];
 
-        Outcome expected = await RunAsync(Unshare!, args, unprivileged: false);
-        Outcome actual = await RunAsync(Isolate, ["unshare", .. args], unprivileged: false);
+        (Outcome expected, Outcome actual) = await RunBothAsync(args, unprivileged: false);
 
         Assert.Equal("shifted\n", expected.Stdout);
         Assert.Equal(expected.Stdout, actual.Stdout);
@@ -140,11 +136,49 @@ public sealed class IsolateUnshareTests
         Host.RequireUnprivilegedRunner();
         string[] args = commandLine.Split('|');
 
-        Outcome expected = await RunAsync(Unshare!, args, unprivileged: true);
-        Outcome actual = await RunAsync(Isolate, ["unshare", .. args], unprivileged: true);
+        (Outcome expected, Outcome actual) = await RunBothAsync(args, unprivileged: true);
 
         Assert.Equal(expected.ExitCode, actual.ExitCode);
         Assert.Equal(expected.Stdout, actual.Stdout);
+    }
+
+    // ---- Signals sent to unshare itself ----
+
+    [Fact]
+    public async Task Without_fork_a_SIGTERM_sent_to_unshare_ends_the_program_as_if_unshare_had_exec_d_it()
+    {
+        RequireRootAndUnshare();
+        foreach (string[] command in new[] { new[] { Unshare!, "-r", "sleep", "30" }, new[] { Isolate, "unshare", "-r", "sleep", "30" } })
+        {
+            using Process tool = StartQuietly(command);
+            int sleeper = await WaitForSleepAsync(tool.Id);
+
+            kill(tool.Id, SIGTERM);
+            Assert.True(tool.WaitForExit(TimeSpan.FromSeconds(30)), $"{command[0]} outlived a SIGTERM");
+
+            Assert.Equal(128 + SIGTERM, tool.ExitCode);
+            Assert.False(File.Exists($"/proc/{sleeper}/comm") && File.ReadAllText($"/proc/{sleeper}/comm").Trim() == "sleep", $"{command[0]}: the program outlived the SIGTERM");
+        }
+    }
+
+    [Fact]
+    public async Task With_fork_unshare_ignores_SIGTERM_and_dies_by_the_signal_that_ends_its_child()
+    {
+        RequireRootAndUnshare();
+        foreach (string[] command in new[] { new[] { Unshare!, "-rf", "sleep", "30" }, new[] { Isolate, "unshare", "-rf", "sleep", "30" } })
+        {
+            using Process tool = StartQuietly(command);
+            int sleeper = await WaitForSleepAsync(tool.Id);
+            Assert.NotEqual(tool.Id, sleeper);
+
+            kill(tool.Id, SIGTERM);
+            await Task.Delay(500, TestContext.Current.CancellationToken);
+            Assert.False(tool.HasExited, $"{command[0]} -f died of a SIGTERM it should ignore");
+
+            kill(sleeper, SIGUSR1);
+            await tool.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+            Assert.Equal(128 + SIGUSR1, tool.ExitCode);
+        }
     }
 
     // ---- Where the library's model differs from unshare's, on purpose (documented in --help and the README) ----
@@ -155,8 +189,7 @@ public sealed class IsolateUnshareTests
         RequireRootAndUnshare();
         string[] args = ["-rp", "sh", "-c", "echo $$"];
 
-        Outcome expected = await RunAsync(Unshare!, args, unprivileged: false);
-        Outcome actual = await RunAsync(Isolate, ["unshare", .. args], unprivileged: false);
+        (Outcome expected, Outcome actual) = await RunBothAsync(args, unprivileged: false);
 
         // unshare(2) with CLONE_NEWPID moves only the caller's future children; unshare then execs in place.
         Assert.NotEqual("1\n", expected.Stdout);
@@ -172,8 +205,7 @@ public sealed class IsolateUnshareTests
         Assert.SkipUnless(File.Exists("/usr/sbin/ip") || File.Exists("/sbin/ip") || File.Exists("/usr/bin/ip"), "needs ip (iproute2) to read the loopback's state");
         string[] args = ["-rn", "ip", "-o", "link", "show", "lo"];
 
-        Outcome expected = await RunAsync(Unshare!, args, unprivileged: false);
-        Outcome actual = await RunAsync(Isolate, ["unshare", .. args], unprivileged: false);
+        (Outcome expected, Outcome actual) = await RunBothAsync(args, unprivileged: false);
 
         Assert.Contains("state DOWN", expected.Stdout);
         Assert.Contains("LOOPBACK,UP", actual.Stdout);
@@ -215,6 +247,54 @@ public sealed class IsolateUnshareTests
         RequireUnshare();
         Host.RequireRoot();
     }
+
+    private const int SIGUSR1 = 10;
+    private const int SIGTERM = 15;
+
+    [System.Runtime.InteropServices.DllImport("libc")]
+    private static extern int kill(int pid, int signal);
+
+    private static Process StartQuietly(string[] command)
+    {
+        var info = new ProcessStartInfo(command[0]) { UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in command[1..])
+            info.ArgumentList.Add(a);
+        return Process.Start(info)!;
+    }
+
+    /// <summary>The pid of "sleep": <paramref name="pid"/> itself once it has exec'd sleep, or its child running sleep.</summary>
+    private static async Task<int> WaitForSleepAsync(int pid)
+    {
+        for (int i = 0; i < 300; i++)
+        {
+            IEnumerable<int> candidates = [pid, .. System.IO.Directory.Exists($"/proc/{pid}/task")
+                ? System.IO.Directory.GetDirectories($"/proc/{pid}/task").SelectMany(t => ReadOrEmpty($"{t}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries)).Select(int.Parse)
+                : []];
+            foreach (int candidate in candidates)
+            {
+                if (ReadOrEmpty($"/proc/{candidate}/comm").Trim() == "sleep")
+                    return candidate;
+            }
+            await Task.Delay(50, TestContext.Current.CancellationToken);
+        }
+        throw new TimeoutException($"pid {pid} never ran sleep");
+    }
+
+    private static string ReadOrEmpty(string path)
+    {
+        try
+        {
+            return File.ReadAllText(path);
+        }
+        catch (IOException)
+        {
+            return "";
+        }
+    }
+
+    /// <summary>Runs util-linux unshare and then isolate unshare with the same arguments.</summary>
+    private static async Task<(Outcome Unshare, Outcome Isolate)> RunBothAsync(string[] args, bool unprivileged, string? stdin = null, Dictionary<string, string>? environment = null) =>
+        (await RunAsync(Unshare!, args, unprivileged, stdin, environment), await RunAsync(Isolate, ["unshare", .. args], unprivileged, stdin, environment));
 
     /// <summary>Runs <paramref name="file"/> (through setpriv as uid/gid 65534 when unprivileged) and collects its status and output.</summary>
     private static async Task<Outcome> RunAsync(string file, string[] args, bool unprivileged, string? stdin = null, Dictionary<string, string>? environment = null)
