@@ -141,6 +141,10 @@ internal sealed class UnshareOptions
         if (ns.HasFlag(Namespaces.Mount))
         {
             string? absoluteProc = procMount is null ? null : root is null ? Path.GetFullPath(procMount) : InsideRoot(procMount);
+            // The library creates a missing mount target, which without a new root would leave a directory on
+            // the host; unshare fails instead, and so do we.
+            if (absoluteProc is not null && !Path.Exists(root is null ? absoluteProc : root.TrimEnd('/') + absoluteProc))
+                throw new UnshareUsageException($"mount {procMount} failed: No such file or directory");
             b = b.WithMounts(m =>
             {
                 m.WithPropagation(propagation);

@@ -61,6 +61,7 @@ public sealed class IsolateUnshareTests
     [InlineData("--setgroups|deny|true", 1)] // needs a user namespace
     [InlineData("-r|-w|/nonexistent-dir-xyz|true", 1)] // chdir fails in the child
     [InlineData("-rpf|--mount-proc=/etc/hostname|true", 1)] // mount fails in the child
+    [InlineData("-rpf|--mount-proc=/nonexistent-dir-xyz/proc|true", 1)] // no target: fails, and creates nothing on the host
     public async Task As_root_isolate_unshare_fails_with_unshare_s_exit_status_and_says_why(string commandLine, int exitCode)
     {
         RequireRootAndUnshare();
@@ -72,6 +73,7 @@ public sealed class IsolateUnshareTests
         Assert.Equal(exitCode, actual.ExitCode);
         Assert.Equal("", actual.Stdout);
         Assert.StartsWith("isolate", actual.Stderr);
+        Assert.False(Path.Exists("/nonexistent-dir-xyz"), "a failed command left a directory on the host");
     }
 
     [Fact]
