@@ -33,7 +33,7 @@ internal static class UnshareCommand
         }
 
         var options = new UnshareOptions();
-        RootCommand command = options.CreateCommand();
+        Command command = options.CreateCommand();
         command.SetAction((parseResult, _) => RunParsedAsync(options, parseResult, program));
 
         // Only the options go to System.CommandLine, so the program's words never reach it.
@@ -99,7 +99,7 @@ internal static class UnshareCommand
         ExitStatus status;
         try
         {
-            await using IsolatedProcess process = spec.Start(plan.Program, plan.Arguments);
+            await using IsolatedProcess process = await StartOnLongLivedThreadAsync(spec, plan);
             forwarder.Attach(process);
             status = await process.WaitForExitAsync();
         }
@@ -123,6 +123,34 @@ internal static class UnshareCommand
         Console.Error.Flush();
         DieBySignal(status.Signal);
         return status.ShellExitCode; // a signal that does not terminate by default (cannot end a child, but be safe)
+    }
+
+    /// <summary>
+    /// Starts the program from a thread that lives until the program has exited. PR_SET_PDEATHSIG (--kill-child)
+    /// fires when the *thread* that created the child ends (prctl(2)), so a start from a thread-pool thread
+    /// that the pool later retires would kill the program early.
+    /// </summary>
+    private static Task<IsolatedProcess> StartOnLongLivedThreadAsync(IsolationSpec spec, UnsharePlan plan)
+    {
+        var started = new TaskCompletionSource<IsolatedProcess>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var thread = new Thread(() =>
+        {
+            IsolatedProcess process;
+            try
+            {
+                process = spec.Start(plan.Program, plan.Arguments);
+            }
+            catch (Exception e)
+            {
+                started.SetException(e);
+                return;
+            }
+            started.SetResult(process);
+            process.WaitForExit();
+        })
+        { IsBackground = true, Name = "isolate spawner" };
+        thread.Start();
+        return started.Task;
     }
 
     /// <summary>Forwards signals to the program; one that arrives while Start is still returning is delivered once it has.</summary>

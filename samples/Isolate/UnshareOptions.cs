@@ -41,11 +41,11 @@ internal sealed class UnshareOptions
     public Option<string?> Boottime { get; } = new("--boottime") { Description = "set clock boottime offset (seconds) in time namespaces", HelpName = "offset" };
     public Option<bool> Debug { get; } = new("--debug", "-v") { Description = "isolate's own: log each setup step to standard error" };
 
-    public RootCommand CreateCommand()
+    public Command CreateCommand()
     {
-        var command = new RootCommand("""
+        var command = new Command("unshare", """
             Run a program with some namespaces unshared from the parent (util-linux unshare's options).
-            Usage: isolate unshare [options] [--] [program [arguments...]]   (default program: $SHELL, else /bin/sh)
+            Usage: isolate unshare [options] [--] [program [arguments...]]   (default program: $SHELL, else /bin/sh, as a login shell)
             Options end at the first word that is not an option, as with unshare.
             Unlike unshare, the program is always a new child of isolate (with or without -f), so with -p it is PID 1.
             """);
@@ -53,6 +53,8 @@ internal sealed class UnshareOptions
             MapRootUser, MapCurrentUser, MapUsers, MapGroups, MapAuto, Propagation, Setgroups, Root, WorkingDirectory, SetUid, SetGid,
             Monotonic, Boottime, Debug])
             command.Add(option);
+        command.Add(new System.CommandLine.Help.HelpOption("--help", "-h"));
+        command.Add(new VersionOption("--version", "-V"));
         Propagation.AcceptOnlyFromAmong("slave", "shared", "private", "unchanged");
         Setgroups.AcceptOnlyFromAmong("allow", "deny");
         return command;

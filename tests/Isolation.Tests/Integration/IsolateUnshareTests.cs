@@ -183,6 +183,30 @@ public sealed class IsolateUnshareTests
         }
     }
 
+    [Fact]
+    public async Task Kill_child_kills_the_program_when_unshare_itself_is_killed()
+    {
+        RequireRootAndUnshare();
+        foreach (string[] command in new[] { new[] { Unshare!, "--kill-child", "-rp", "sleep", "30" }, new[] { Isolate, "unshare", "--kill-child", "-rp", "sleep", "30" } })
+        {
+            using Process tool = StartQuietly(command);
+            int sleeper = await WaitForSleepAsync(tool.Id);
+
+            kill(tool.Id, SIGKILL);
+
+            bool gone = false;
+            for (int i = 0; i < 200 && !gone; i++)
+            {
+                // Dead: reaped, or a zombie waiting for its new parent to reap it.
+                string stat = ReadOrEmpty($"/proc/{sleeper}/stat");
+                gone = stat.Length == 0 || stat[(stat.LastIndexOf(')') + 2)..].StartsWith('Z');
+                if (!gone)
+                    await Task.Delay(50, TestContext.Current.CancellationToken);
+            }
+            Assert.True(gone, $"{command[0]} --kill-child: the program outlived unshare");
+        }
+    }
+
     // ---- Where the library's model differs from unshare's, on purpose (documented in --help and the README) ----
 
     [Fact]
@@ -250,6 +274,7 @@ public sealed class IsolateUnshareTests
         Host.RequireRoot();
     }
 
+    private const int SIGKILL = 9;
     private const int SIGUSR1 = 10;
     private const int SIGTERM = 15;
 
