@@ -15,7 +15,7 @@ namespace Isolate;
 /// The one structural difference: unshare(1) calls unshare(2) on itself and then execs the program (or,
 /// with -f, forks it). The library always clones the program as a new child of this process. So with or
 /// without -f the program is a child: with -p it is PID 1 of the new PID namespace either way (unshare
-/// without -f leaves the program outside it, with its old pid). See UnshareOptions.ToBuilder for the rest.
+/// without -f leaves the program outside it, with its old pid). UnshareOptions.ToPlan maps each option and notes the other differences.
 /// </remarks>
 internal static class UnshareCommand
 {
