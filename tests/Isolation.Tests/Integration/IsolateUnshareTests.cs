@@ -237,6 +237,22 @@ public sealed class IsolateUnshareTests
         Assert.Contains("LOOPBACK,UP", actual.Stdout);
     }
 
+    [Fact]
+    public async Task Descriptors_above_2_reach_unshare_s_program_but_isolate_closes_them()
+    {
+        RequireRootAndUnshare();
+        // sh opens /etc/hostname as descriptor 3, then execs the tool; the program tries to read descriptor 3.
+        string[] wrapper = ["-c", "exec 3</etc/hostname; exec \"$@\"", "sh"];
+        string[] program = ["-r", "sh", "-c", "cat <&3 >/dev/null && echo open || echo closed"];
+
+        Outcome expected = await RunAsync("/bin/sh", [.. wrapper, Unshare!, .. program], unprivileged: false);
+        Outcome actual = await RunAsync("/bin/sh", [.. wrapper, Isolate, "unshare", .. program], unprivileged: false);
+
+        Assert.Equal("open\n", expected.Stdout);
+        // The library marks every descriptor above 2 close-on-exec and has no public way to keep one.
+        Assert.Equal("closed\n", actual.Stdout);
+    }
+
     // ---- isolate's own options ----
 
     [Fact]
