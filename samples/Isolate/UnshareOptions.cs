@@ -200,43 +200,47 @@ internal sealed class UnshareOptions
         string InsideRoot(string path) => path.StartsWith('/') ? path : "/" + path;
     }
 
-    /// <summary>The id map lines for one kind: a range (--map-users or auto) with a hole for the single id (--map-user), as unshare does.</summary>
+    /// <summary>The id map lines for one kind: the single id (-r, -c, --map-user) and the range (--map-users or auto).</summary>
     private static List<IdMap> Ranges(string? spec, uint? single, uint ownOutside, string subordinateFile, string kind)
     {
         var maps = new List<IdMap>();
+        if (single is { } id)
+            maps.Add(new IdMap(id, ownOutside, 1));
         if (spec is not null)
         {
-            IdMap range = spec == "auto" ? Auto(subordinateFile, kind) : ParseRange(spec, kind);
-            if (single is { } inside)
-            {
-                // "If the range overlaps with the mapping specified by --map-user, a hole is removed from the mapping."
-                foreach (IdMap piece in Punch(range, inside, ownOutside))
-                    maps.Add(piece);
-            }
-            else
-                maps.Add(range);
+            bool auto = spec == "auto";
+            IdMap range = auto ? Auto(subordinateFile, kind) : ParseRange(spec, kind);
+            maps.AddRange(single is { } inside ? AroundSingle(range, inside, ownOutside, auto) : [range]);
         }
-        if (single is { } id)
-            maps.Insert(0, new IdMap(id, ownOutside, 1));
         return maps;
     }
 
-    private static IEnumerable<IdMap> Punch(IdMap range, uint inside, uint outside)
+    /// <summary>
+    /// unshare's map_ids(): the range loses one id when the single mapping overlaps it, and is cut into up to
+    /// three pieces whose inside ids skip <paramref name="inner"/> and whose outside ids skip
+    /// <paramref name="outer"/>, so that the two mappings never overlap.
+    /// </summary>
+    private static IEnumerable<IdMap> AroundSingle(IdMap map, uint inner, uint outer, bool auto)
     {
-        var holes = new SortedSet<uint>();
-        if (inside >= range.Inside && inside - range.Inside < range.Count)
-            holes.Add(inside - range.Inside);
-        if (outside >= range.Outside && outside - range.Outside < range.Count)
-            holes.Add(outside - range.Outside);
-        uint start = 0;
-        foreach (uint hole in holes)
+        uint count = map.Count;
+        if (!auto && ((outer >= map.Outside && outer <= map.Outside + count) || (inner >= map.Inside && inner <= map.Inside + count)))
+            count--;
+        uint outerOffset = Math.Min(outer > map.Outside ? outer - map.Outside : 0, count);
+        uint innerOffset = Math.Min(inner > map.Inside ? inner - map.Inside : 0, count);
+
+        var lo = new IdMap(map.Inside, map.Outside, Math.Min(innerOffset, outerOffset));
+        uint midInner = Skip(lo.Inside + lo.Count, inner), midOuter = Skip(lo.Outside + lo.Count, outer);
+        uint midCount = outerOffset > innerOffset ? outerOffset - innerOffset : innerOffset - outerOffset;
+        uint hiInner = Skip(midInner + midCount, inner), hiOuter = Skip(midOuter + midCount, outer);
+        uint hiCount = count - lo.Count - midCount;
+
+        foreach (IdMap piece in (IdMap[])[lo, new(midInner, midOuter, midCount), new(hiInner, hiOuter, hiCount)])
         {
-            if (hole > start)
-                yield return new IdMap(range.Inside + start, range.Outside + start, hole - start);
-            start = hole + 1;
+            if (piece.Count > 0)
+                yield return piece; // new[ug]idmap refuses empty ranges
         }
-        if (start < range.Count)
-            yield return new IdMap(range.Inside + start, range.Outside + start, range.Count - start);
+
+        static uint Skip(uint id, uint taken) => id == taken ? id + 1 : id;
     }
 
     /// <summary>util-linux 2.38: "outer,inner,count"; 2.39+: "inner:outer:count".</summary>

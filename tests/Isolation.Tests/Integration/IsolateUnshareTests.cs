@@ -118,6 +118,28 @@ public sealed class IsolateUnshareTests
         Assert.Equal(0, actual.ExitCode);
     }
 
+    // unshare hands ranges to newuidmap, which refuses root here (no /etc/subuid lines for root); isolate, as
+    // root, writes the same lines itself. Expected lines follow unshare's map_ids(): the range loses an id and
+    // skips the single mapping's inside and outside ids.
+    [Theory]
+    [InlineData("--map-users=100000,0,1000", "0 100000 1000")] // util-linux 2.38: outer,inner,count
+    [InlineData("--map-users=0:100000:1000", "0 100000 1000")] // util-linux 2.39+: inner:outer:count
+    [InlineData("--map-user=0|--map-users=100000,0,1000", "0 0 1;1 100000 999")]
+    [InlineData("--map-user=5|--map-users=0,0,10", "5 0 1;0 1 5;6 6 4")]
+    [InlineData("--map-group=0|--map-groups=100000,0,1000", "0 0 1;1 100000 999")]
+    public async Task As_root_id_ranges_are_written_as_unshare_would_have_newuidmap_write_them(string options, string expectedLines)
+    {
+        Host.RequireRoot();
+        string file = options.Contains("group", StringComparison.Ordinal) ? "/proc/self/gid_map" : "/proc/self/uid_map";
+
+        Outcome actual = await RunAsync(Isolate, ["unshare", .. options.Split('|'), "cat", file], unprivileged: false);
+
+        Assert.Equal(0, actual.ExitCode);
+        string[] lines = actual.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => string.Join(' ', l.Split(' ', StringSplitOptions.RemoveEmptyEntries))).ToArray();
+        Assert.Equal(expectedLines.Split(';'), lines);
+    }
+
     // ---- The same, unprivileged (uid 65534 via setpriv) ----
 
     [Theory]
