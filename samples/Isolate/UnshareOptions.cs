@@ -163,15 +163,17 @@ internal sealed class UnshareOptions
         else if (chdirToRoot)
             b = b.WithWorkingDirectory("/"); // unshare: chdir("/") after chroot
 
-        // -S/-G: unshare calls setgid (after dropping supplementary groups) and setuid inside. RunAs needs both
-        // ids; the one not given is the id the program would have had anyway.
+        // -S/-G: unshare calls setgroups(0, NULL) and setgid for -G, setuid for -S. RunAs needs both ids; the
+        // one not given is the id the program would have had anyway. RunAs cannot ask for an empty group list,
+        // so -G sets the groups to just the new gid, which is what id(1) shows after unshare's setgroups(0).
+        // Where setgroups is denied, Build() refuses that as unshare's setgroups call fails: both exit 1.
         uint? setUid = ParseId(r.GetValue(SetUid), "uid");
         uint? setGid = ParseId(r.GetValue(SetGid), "gid");
         if (setUid is not null || setGid is not null)
         {
             uint uid = setUid ?? IdInside(ns, mapUser, usersSpec, euid);
             uint gid = setGid ?? IdInside(ns, mapGroup, groupsSpec, egid);
-            b = b.RunAs(uid, gid);
+            b = setGid is { } newGid ? b.RunAs(uid, gid, newGid) : b.RunAs(uid, gid);
         }
 
         if (ns.HasFlag(Namespaces.Time))

@@ -90,6 +90,21 @@ public sealed class IsolateUnshareTests
     }
 
     [Fact]
+    public async Task Setgid_drops_the_supplementary_groups_like_unshare()
+    {
+        RequireRootAndUnshare();
+        Assert.SkipUnless(Host.HasSetpriv, "needs setpriv (util-linux) to give the caller supplementary groups");
+        string[] args = ["--groups=1,2", "--"];
+
+        string[] program = ["-S", "5", "-G", "7", "sh", "-c", "id -u; id -g; id -G"];
+        Outcome expected = await RunAsync("setpriv", [.. args, Unshare!, .. program], unprivileged: false);
+        Outcome actual = await RunAsync("setpriv", [.. args, Isolate, "unshare", .. program], unprivileged: false);
+
+        Assert.Equal("5\n7\n7\n", expected.Stdout);
+        Assert.Equal(expected.Stdout, actual.Stdout);
+    }
+
+    [Fact]
     public async Task With_no_program_it_runs_the_SHELL_as_a_login_shell_like_unshare()
     {
         RequireRootAndUnshare();
@@ -152,6 +167,7 @@ public sealed class IsolateUnshareTests
     [InlineData("-ru|sh|-c|hostname sandbox && hostname")]
     [InlineData("-r|sh|-c|exit 7")]
     [InlineData("-rf|sh|-c|kill -TERM $$")]
+    [InlineData("-r|-G|0|id")] // -r denies setgroups, which -G needs: exit 1
     [InlineData("-p|true")] // no user namespace: EPERM, exit 1
     [InlineData("-n|true")]
     public async Task As_uid_65534_isolate_unshare_prints_and_exits_like_util_linux_unshare(string commandLine)
