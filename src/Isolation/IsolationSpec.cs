@@ -6,6 +6,7 @@ using Isolation.Diagnostics;
 using Isolation.IdMaps;
 using Isolation.Interop;
 using Isolation.Mounts;
+using Isolation.Security;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using static Isolation.Interop.Interop;
@@ -29,6 +30,7 @@ public sealed unsafe class IsolationSpec
     private readonly NativeBlockHandle _handle;
     private readonly CompiledOp[] _compiledOps;
     private readonly IdMapWriter? _idMaps;
+    private readonly CompiledSecurity? _security; // security: compiled once, shared by every spawn
 
     // Pointers into _handle's block, fixed for the spec's lifetime.
     private readonly iso_op* _ops;
@@ -49,6 +51,7 @@ public sealed unsafe class IsolationSpec
         _state = state;
         _logger = state.Logger ?? NullLogger.Instance;
         _compiledOps = CompileMounts(state);
+        _security = SecurityCompiler.Compile(state);
 
         List<string> environment = new EnvironmentBuilder(state.ClearEnvironment, state.EnvironmentChanges)
             .Resolve(Environment.GetEnvironmentVariables());
@@ -130,6 +133,12 @@ public sealed unsafe class IsolationSpec
 
     /// <summary>The gid map written for each sandbox.</summary>
     public ImmutableArray<IdMap> GidMaps => _state.GidMaps;
+
+    /// <summary>
+    /// The Landlock ABI the sandbox's ruleset was fitted to (best effort: the lower of the host's and the
+    /// newest this library knows); 0 when no Landlock ruleset is applied.
+    /// </summary>
+    public int LandlockAbi => _security?.LandlockAbi ?? 0;
 
     /// <summary>Tests: force the clone(2) fallback instead of clone3.</summary>
     internal bool ForceCloneFallback { get; set; }
@@ -224,6 +233,7 @@ public sealed unsafe class IsolationSpec
                 stack_size = StackSize,
                 scratch = scratch,
                 scratch_size = ScratchSize,
+                security = _security is null ? null : _security.Native,
             };
             stdio.Open(_state, request);
 
@@ -321,6 +331,8 @@ public sealed unsafe class IsolationSpec
     {
         var step = (SetupStep)error.step;
         int errno = error.err;
+        if (step is >= SetupStep.UserNamespaceLimit and <= SetupStep.Seccomp)
+            return SecurityCompiler.Failed(step, error.op_index, errno, _security);
         switch (step)
         {
             case SetupStep.Mount when error.op_index >= 0 && error.op_index < _compiledOps.Length:
