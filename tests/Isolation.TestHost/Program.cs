@@ -7,6 +7,7 @@ return args switch
 {
     ["report", ..] => Report.Run(args[1..]),
     ["spawn", ..] => await SpawnDriver.RunAsync(args[1..]),
+    ["attempts", ..] => Attempts.Run(args[1..]),
     _ => Usage(),
 };
 
