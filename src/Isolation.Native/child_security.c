@@ -116,14 +116,32 @@ static long format_map(char *buf, uint32_t id)
 long iso_security_early(const struct iso_spawn_request *req, struct iso_security_state *st, int *step)
 {
     const struct iso_security *sec = req->security;
+    long rc;
     st->proc_self_fd = -1;
-    if (sec == 0 || !(sec->flags & ISO_SEC_DISABLE_USERNS))
+    if (sec == 0)
+        return 0;
+    if (sec->flags & ISO_SEC_EARLY_ROOT) {
+        /* user_namespaces(7): a child cloned by host root keeps kuid 0 until it calls setresuid, and plain
+         * DAC checks (the owner bits of host files) still see that uid during the mount plan. Becoming
+         * root of the new namespace first keeps every capability over the namespace but makes the
+         * process the mapped (unprivileged) host uid, so a symlink planted by earlier sandboxed code can
+         * at worst lead a mount-plan write to files that uid may write anyway. */
+        *step = ISO_STEP_SECURITY_IDENTITY;
+        rc = iso_sys2(SYS_setgroups, 0, 0);
+        if (rc < 0 && rc != -EPERM) /* EPERM: setgroups is "deny" here; the groups are the caller's own */
+            return rc;
+        if ((rc = iso_sys3(SYS_setresgid, 0, 0, 0)) < 0)
+            return rc;
+        if ((rc = iso_sys3(SYS_setresuid, 0, 0, 0)) < 0)
+            return rc;
+    }
+    if (!(sec->flags & ISO_SEC_DISABLE_USERNS))
         return 0;
     /* user_namespaces(7), ucounts: the limit is per user namespace and applies to its descendants. One
      * more namespace may be created here (the nested one below); inside it the payload holds no
      * CAP_SYS_RESOURCE over this namespace, so it can neither raise the limit nor create another. */
     *step = ISO_STEP_USERNS_LIMIT;
-    long rc = write_all(AT_FDCWD, "/proc/sys/user/max_user_namespaces", "1\n", 2);
+    rc = write_all(AT_FDCWD, "/proc/sys/user/max_user_namespaces", "1\n", 2);
     if (rc < 0)
         return rc;
     /* Our /proc/<pid> directory, kept for writing the nested maps after pivot_root hid this /proc. */
@@ -141,24 +159,34 @@ long iso_security_before_identity(const struct iso_spawn_request *req, int *step
         return 0;
     /* capabilities(7): a switch of all uids away from 0 clears the permitted set unless KEEPCAPS is set;
      * execve resets KEEPCAPS, so this reaches only our own capability steps below. */
-    *step = ISO_STEP_KEEP_CAPS;
+    *step = ISO_STEP_SECURITY_IDENTITY;
     return iso_sys2(SYS_prctl, PR_SET_KEEPCAPS, 1);
 }
 
-static long nest_user_namespace(struct iso_security_state *st)
+static long nest_user_namespace(struct iso_security_state *st, int *index)
 {
+    /* Our ids in the current namespace, read before unshare: inside the new one they are unmapped. */
+    uint32_t uid = (uint32_t)iso_sys0(SYS_geteuid);
+    uint32_t gid = (uint32_t)iso_sys0(SYS_getegid);
+    *index = 0;
     long rc = iso_sys1(SYS_unshare, CLONE_NEWUSER);
     if (rc < 0)
         return rc;
-    uint32_t uid = (uint32_t)iso_sys0(SYS_geteuid);
-    uint32_t gid = (uint32_t)iso_sys0(SYS_getegid);
+    /* A change of credentials made us non-dumpable, which hands /proc/<pid>/ to root (proc(5),
+     * PR_SET_DUMPABLE); execve resets the flag anyway for an ordinary program. */
+    *index = 1;
+    if ((rc = iso_sys2(SYS_prctl, PR_SET_DUMPABLE, 1)) < 0)
+        return rc;
     char map[32];
     /* user_namespaces(7): one line mapping our own euid needs no privilege in the parent namespace; the
      * gid map so needs setgroups "deny" first. */
+    *index = 2;
     if ((rc = write_all(st->proc_self_fd, "setgroups", "deny\n", 5)) < 0)
         return rc;
+    *index = 3;
     if ((rc = write_all(st->proc_self_fd, "uid_map", map, format_map(map, uid))) < 0)
         return rc;
+    *index = 4;
     return write_all(st->proc_self_fd, "gid_map", map, format_map(map, gid));
 }
 
@@ -281,7 +309,7 @@ long iso_security_apply(const struct iso_spawn_request *req, struct iso_security
 
     if (sec->flags & ISO_SEC_DISABLE_USERNS) {
         *step = ISO_STEP_USERNS_NEST;
-        rc = nest_user_namespace(st);
+        rc = nest_user_namespace(st, index);
         iso_sys1(SYS_close, st->proc_self_fd);
         st->proc_self_fd = -1;
         if (rc < 0)

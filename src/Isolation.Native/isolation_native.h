@@ -115,6 +115,8 @@ struct iso_spawn_result {
 #define ISO_SEC_LANDLOCK         0x8u   /* build and enforce the Landlock ruleset below */
 #define ISO_SEC_DISABLE_USERNS   0x10u  /* max_user_namespaces = 1, then a nested user namespace */
 #define ISO_SEC_KEEP_CAPS        0x20u  /* PR_SET_KEEPCAPS before a switch to a non-zero uid */
+#define ISO_SEC_EARLY_ROOT       0x40u  /* become uid/gid 0 of the new user namespace (no supplementary groups)
+                                           before the mount plan, so setup never acts with the host's ids */
 
 /* A seccomp program (struct sock_fprog): len classic BPF instructions of 8 bytes each. */
 struct iso_sock_fprog {
@@ -184,7 +186,7 @@ enum iso_step {
     /* Security steps (child_security.c), in the order they run. */
     ISO_STEP_USERNS_LIMIT = 30,    /* write /proc/sys/user/max_user_namespaces in the sandbox's user namespace */
     ISO_STEP_USERNS_NEST = 31,     /* unshare(CLONE_NEWUSER) and write the inner uid/gid map */
-    ISO_STEP_KEEP_CAPS = 32,       /* prctl(PR_SET_KEEPCAPS) before the identity switch */
+    ISO_STEP_SECURITY_IDENTITY = 32, /* early setresuid(0) in the user namespace, or prctl(PR_SET_KEEPCAPS) */
     ISO_STEP_CAP_BOUNDING = 33,    /* prctl(PR_CAPBSET_DROP); index: the capability */
     ISO_STEP_SECUREBITS = 34,      /* prctl(PR_SET_SECUREBITS) */
     ISO_STEP_CAPSET = 35,          /* capset(2) */

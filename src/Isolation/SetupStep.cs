@@ -75,8 +75,8 @@ public enum SetupStep
     /// <summary>Creating the nested user namespace the program runs in when nested user namespaces are disabled.</summary>
     NestedUserNamespace = 31,
 
-    /// <summary>Keeping the permitted capabilities across the identity switch (<c>PR_SET_KEEPCAPS</c>).</summary>
-    KeepCapabilities = 32,
+    /// <summary>Becoming root of the new user namespace before setup, or keeping the permitted capabilities across the identity switch (<c>PR_SET_KEEPCAPS</c>).</summary>
+    SecurityIdentity = 32,
 
     /// <summary>Dropping capabilities from the bounding set.</summary>
     CapabilityBoundingSet = 33,

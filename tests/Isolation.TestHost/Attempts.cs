@@ -68,7 +68,13 @@ internal static unsafe partial class Attempts
         Try("ptrace a host process", "PID namespace; seccomp denies ptrace", () => Result(Syscall(X64 ? 101 : 117, 16 /* PTRACE_ATTACH */, hostPid, 0, 0), "ptrace(PTRACE_ATTACH)"));
 
         // Regaining privileges.
-        Try("create a nested user namespace (unshare)", "user.max_user_namespaces in a parent namespace; seccomp", () => Result(Syscall(X64 ? 272 : 97, 0x10000000 /* CLONE_NEWUSER */, 0, 0, 0), "unshare(CLONE_NEWUSER)"));
+        Try("create a nested user namespace (unshare -U)", "user.max_user_namespaces in a parent namespace; seccomp", () =>
+        {
+            using var p = Process.Start(new ProcessStartInfo("/usr/bin/unshare", "-U -r /bin/true") { UseShellExecute = false, RedirectStandardError = true })!;
+            string error = p.StandardError.ReadToEnd();
+            p.WaitForExit();
+            return (p.ExitCode == 0, $"unshare -U exited {p.ExitCode}: {error.Trim()}");
+        });
         Try("create a nested user namespace (clone)", "seccomp checks clone flags; userns limit", () => CloneNewUser());
         Try("gain capabilities from a setuid-root binary", "no_new_privs, nosuid mounts, SECBIT_NOROOT, empty bounding set", () => SetuidBinary());
         Try("gain capabilities from file capabilities", "no CAP_SETFCAP; no_new_privs; empty bounding set", () =>
@@ -133,9 +139,9 @@ internal static unsafe partial class Attempts
 
         // /proc and /sys.
         Try("write /proc/sys", "/proc/sys bound read-only", () => Write("/proc/sys/kernel/hostname", "pwned"));
-        Try("write /proc/sysrq-trigger", "bound read-only", () => Write("/proc/sysrq-trigger", "h"));
+        Try("write /proc/sysrq-trigger", "bound read-only (a user namespace's proc may not show it at all)", () => Write("/proc/sysrq-trigger", "h"));
         Try("write /sys", "/sys is not mounted in the minimal root", () => Write("/sys/kernel/uevent_helper", "/tmp/x"));
-        Try("read /proc/kcore", "masked with /dev/null", () =>
+        Try("read /proc/kcore", "masked with /dev/null (a user namespace's proc may not show it at all)", () =>
         {
             using FileStream f = File.OpenRead("/proc/kcore");
             byte[] buffer = new byte[4];
@@ -164,6 +170,49 @@ internal static unsafe partial class Attempts
         Console.Out.Write(JsonSerializer.Serialize(results, AttemptJson.Default.ListAttemptResult));
         Console.Out.Flush();
         return 0;
+    }
+
+    /// <summary><c>errno-of CALL ARGS</c>: makes one system call and exits with its errno (0: it worked).</summary>
+    public static int ErrnoOf(string[] args)
+    {
+        long rc = args switch
+        {
+            ["mkdir", var path] => mkdir(path, 0x1ED),
+            ["clone-user"] => CloneNewUserRc(),
+            ["keyctl"] => Syscall(X64 ? 250 : 219, 0, -3, 1, 0),
+            ["bind-tcp", var port] => Tcp(int.Parse(port), bind: true),
+            ["connect-tcp", var port] => Tcp(int.Parse(port), bind: false),
+            _ => throw new ArgumentException("errno-of mkdir PATH | unshare-user | keyctl | bind-tcp PORT | connect-tcp PORT"),
+        };
+        return rc >= 0 ? 0 : Marshal.GetLastPInvokeError();
+    }
+
+    private static long Tcp(int port, bool bind)
+    {
+        int fd = socket(2 /* AF_INET */, 1 /* SOCK_STREAM */, 0);
+        if (fd < 0)
+            return fd;
+        byte* sin = stackalloc byte[16];
+        new Span<byte>(sin, 16).Clear();
+        *(ushort*)sin = 2;
+        sin[2] = (byte)(port >> 8);
+        sin[3] = (byte)port;
+        sin[4] = 127;
+        sin[7] = 1;
+        return bind ? Attempts.bind(fd, sin, 16) : connect(fd, sin, 16);
+    }
+
+    private static long CloneNewUserRc()
+    {
+        long pid = Syscall(X64 ? 56 : 220, 0x10000000 | 17, 0, 0, 0, 0);
+        if (pid == 0)
+            Syscall(X64 ? 231 : 94, 0, 0, 0, 0);
+        if (pid > 0)
+        {
+            int status;
+            waitpid((int)pid, &status, 0);
+        }
+        return pid;
     }
 
     private static (bool, string) CloneNewUser()
@@ -278,6 +327,10 @@ internal static unsafe partial class Attempts
 
     private static long Syscall(long number, long a, long b, long c, long d, long e = 0) => syscall(number, a, b, c, d, e);
 
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)] private static partial int mkdir(string path, int mode);
+    [LibraryImport("libc", SetLastError = true)] private static partial int socket(int domain, int type, int protocol);
+    [LibraryImport("libc", SetLastError = true)] private static partial int bind(int fd, byte* address, int length);
+    [LibraryImport("libc", SetLastError = true)] private static partial int connect(int fd, byte* address, int length);
     [LibraryImport("libc", SetLastError = true)] private static partial long syscall(long number, long a, long b, long c, long d, long e);
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)] private static partial int open(string path, int flags);
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)] private static partial int openat(int dirfd, string path, int flags);

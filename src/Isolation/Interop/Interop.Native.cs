@@ -76,6 +76,7 @@ internal static unsafe partial class Interop
     internal const uint ISO_SEC_LANDLOCK = 0x8;
     internal const uint ISO_SEC_DISABLE_USERNS = 0x10;
     internal const uint ISO_SEC_KEEP_CAPS = 0x20;
+    internal const uint ISO_SEC_EARLY_ROOT = 0x40;
 
     [StructLayout(LayoutKind.Sequential)]
     internal struct iso_sock_fprog

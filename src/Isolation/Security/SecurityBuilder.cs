@@ -111,6 +111,14 @@ public sealed class SecurityBuilder
     /// </summary>
     public SecurityBuilder DisableNestedUserNamespaces(bool enabled = true) => Set(_policy with { DisableUserNamespaces = enabled });
 
+    /// <summary>
+    /// Become uid and gid 0 of the sandbox's user namespace, without supplementary groups, before the
+    /// mount plan runs instead of after it, so that setup acts with the mapped ids and never with the
+    /// caller's (which matters when the caller is root). Requires <see cref="Namespaces.User"/> and
+    /// <c>RunAs(0, 0)</c>. The untrusted preset sets it.
+    /// </summary>
+    public SecurityBuilder SetUpAsNamespaceRoot(bool enabled = true) => Set(_policy with { EarlyRoot = enabled });
+
     private SecurityBuilder Set(SecurityPolicy policy)
     {
         _policy = policy;
@@ -137,7 +145,9 @@ internal sealed record SecurityPolicy
     public ImmutableArray<SeccompProgram> SeccompPrograms { get; init; } = [];
     public LandlockPolicy? Landlock { get; init; }
     public bool DisableUserNamespaces { get; init; }
+    /// <summary>Become uid 0 of the user namespace before the mount plan (the untrusted preset).</summary>
+    public bool EarlyRoot { get; init; }
 
     public bool IsEmpty => this == None || (KeepCapabilities is null && SecureBits is null && !NoNewPrivileges
-        && SeccompProfiles.IsEmpty && SeccompPrograms.IsEmpty && Landlock is null && !DisableUserNamespaces);
+        && SeccompProfiles.IsEmpty && SeccompPrograms.IsEmpty && Landlock is null && !DisableUserNamespaces && !EarlyRoot);
 }

@@ -25,6 +25,8 @@ internal static unsafe class SecurityCompiler
         bool keepsSysAdmin = p.KeepCapabilities is not { } keep || (keep & (1UL << CAP_SYS_ADMIN)) != 0;
         if ((filters || p.Landlock is not null) && !p.NoNewPrivileges && !keepsSysAdmin)
             throw new ArgumentException($"{(filters ? "A seccomp filter" : "A Landlock ruleset")} requires NoNewPrivileges() when CAP_SYS_ADMIN is dropped (seccomp(2), landlock_restrict_self(2)). Add s.NoNewPrivileges() to WithSecurity(...).");
+        if (p.EarlyRoot && (!s.Namespaces.HasFlag(Namespaces.User) || s.Uid != 0 || s.Gid != 0))
+            throw new ArgumentException("Setup as the namespace's root requires Namespaces.User and RunAs(0, 0).");
         if (p.SecureBits is not null && p.KeepCapabilities is null)
             throw new ArgumentException("WithSecureBits(...) requires a capability choice: call DropAllCapabilities(), KeepCapabilities(...) or DropCapabilities(...) as well.");
         foreach (SeccompProfile profile in p.SeccompProfiles)
@@ -96,6 +98,8 @@ internal static unsafe class SecurityCompiler
             sec->flags |= ISO_SEC_NO_NEW_PRIVS;
         if (p.DisableUserNamespaces)
             sec->flags |= ISO_SEC_DISABLE_USERNS;
+        if (p.EarlyRoot)
+            sec->flags |= ISO_SEC_EARLY_ROOT;
 
         sec->nfilters = (uint)programs.Length;
         sec->filters = block.TakeArray<iso_sock_fprog>(programs.Length);
@@ -159,9 +163,12 @@ internal static unsafe class SecurityCompiler
         {
             SetupStep.UserNamespaceLimit => ("write /proc/sys/user/max_user_namespaces", errno == EROFS || errno == EACCES || errno == EPERM
                 ? "the sandbox's user namespace must own its limit: DisableNestedUserNamespaces needs Namespaces.User and a writable /proc/sys at that point" : null),
-            SetupStep.NestedUserNamespace => ("create the nested user namespace", errno == ENOSPC
+            SetupStep.NestedUserNamespace => ("create the nested user namespace" + (index switch
+            {
+                0 => " (unshare)", 1 => " (PR_SET_DUMPABLE)", 2 => " (write setgroups)", 3 => " (write uid_map)", 4 => " (write gid_map)", _ => "",
+            }), errno == ENOSPC
                 ? "user.max_user_namespaces is exhausted on the host or in an enclosing namespace" : null),
-            SetupStep.KeepCapabilities => ("prctl(PR_SET_KEEPCAPS)", null),
+            SetupStep.SecurityIdentity => ("switch to uid 0 of the sandbox's user namespace before setup", errno == EINVAL ? "uid and gid 0 must be mapped in the sandbox's user namespace" : null),
             SetupStep.CapabilityBoundingSet => ($"drop {(index >= 0 ? ((Capability)index).ToString() : "a capability")} from the bounding set",
                 errno == EPERM ? "dropping from the bounding set needs CAP_SETPCAP; run in a user namespace or as root" : null),
             SetupStep.SecureBits => ("prctl(PR_SET_SECUREBITS)", errno == EPERM ? "setting securebits needs CAP_SETPCAP, and a locked bit cannot change" : null),

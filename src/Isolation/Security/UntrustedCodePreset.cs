@@ -20,6 +20,9 @@ namespace Isolation.Security;
 /// engines do); a <c>/dev</c> with null, zero, full, random, urandom and tty only; writable tmpfs on
 /// <c>/tmp</c> and <c>/dev/shm</c>. The host's root is detached: no <c>..</c>, <c>/proc/1/root</c> or
 /// <c>chroot</c> trick leads back to it, and no host descriptor is inherited (only stdio).</item>
+/// <item><b>Setup as the namespace's root</b>: the child becomes uid 0 of its user namespace (the mapped,
+/// unprivileged host uid) before the mount plan, so a symlink planted in a shared directory by earlier
+/// sandboxed code cannot turn a setup write into a write as the caller (CVE-2021-30465 class).</item>
 /// <item><b>Capabilities</b>: all five sets empty, securebits <c>NOROOT</c>, <c>NO_SETUID_FIXUP</c>,
 /// <c>KEEP_CAPS</c> off and <c>NO_CAP_AMBIENT_RAISE</c>, all locked: root gains nothing from execve.</item>
 /// <item><b>no_new_privs</b>: setuid binaries and file capabilities grant nothing.</item>
@@ -90,7 +93,8 @@ public static class UntrustedCodePreset
                     | SecureBits.SECBIT_NO_CAP_AMBIENT_RAISE | SecureBits.SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED)
                 .NoNewPrivileges()
                 .WithDefaultSeccomp()
-                .DisableNestedUserNamespaces());
+                .DisableNestedUserNamespaces()
+                .SetUpAsNamespaceRoot());
         return ApplyResourceLimits(b);
     }
 
