@@ -137,11 +137,12 @@ internal static unsafe class SecurityCompiler
         return abi > 0 ? abi : 0;
     }
 
-    private static (int Abi, LandlockPolicy? Policy) FitLandlock(LandlockPolicy? policy)
+    private static (int Abi, LandlockPolicy? Policy) FitLandlock(LandlockPolicy? policy) =>
+        policy is null ? (0, null) : FitLandlock(policy, HostLandlockAbi());
+
+    /// <summary>Best effort down to <paramref name="host"/>'s ABI, or the error when the policy requires more.</summary>
+    internal static (int Abi, LandlockPolicy? Policy) FitLandlock(LandlockPolicy policy, int host)
     {
-        if (policy is null)
-            return (0, null);
-        int host = HostLandlockAbi();
         if (policy.RequiredAbi > 0 && host < policy.RequiredAbi)
         {
             throw new PlatformNotSupportedException(host == 0

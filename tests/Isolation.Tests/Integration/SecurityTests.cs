@@ -246,6 +246,19 @@ public sealed class SecurityTests
     }
 
     [Fact]
+    public async Task The_untrusted_preset_runs_with_isolation_init_as_pid_1()
+    {
+        NamespaceBuilder builder = NamespaceBuilder.ForUntrustedCode().WithInit().WithStandardOutput(Stdio.Pipe);
+
+        await using IsolatedProcess process = builder.Build().Start("/bin/sh", "-c", "echo $$; /bin/true & wait");
+        string pid = (await new StreamReader(process.StandardOutput!).ReadToEndAsync()).Trim();
+        ExitStatus status = await process.WaitForExitAsync();
+
+        Assert.Equal(0, status.ExitCode);
+        Assert.Equal("2", pid); // the init is 1, the program its first child
+    }
+
+    [Fact]
     public void The_untrusted_preset_works_for_an_unprivileged_caller()
     {
         Host.RequireUnprivilegedRunner();
