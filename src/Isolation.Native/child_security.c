@@ -307,6 +307,16 @@ long iso_security_apply(const struct iso_spawn_request *req, struct iso_security
     if (sec == 0)
         return 0;
 
+    /* File descriptors: close_range marked everything from 3 up close-on-exec; let through only the
+     * ones the caller passed, at the same numbers. */
+    *step = ISO_STEP_CLOSE_FDS;
+    for (uint32_t i = 0; i < sec->npass_fds; i++) {
+        if ((rc = iso_sys3(SYS_fcntl, sec->pass_fds[i], F_SETFD, 0)) < 0) {
+            *index = sec->pass_fds[i];
+            return rc;
+        }
+    }
+
     if (sec->flags & ISO_SEC_DISABLE_USERNS) {
         *step = ISO_STEP_USERNS_NEST;
         rc = nest_user_namespace(st, index);

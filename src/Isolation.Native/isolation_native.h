@@ -158,6 +158,9 @@ struct iso_security {
     uint32_t nlandlock_ports;
     uint32_t landlock_abi;            /* the ABI the ruleset was reduced to (struct size follows it) */
     uint32_t landlock_restrict_flags; /* landlock_restrict_self flags */
+    const int32_t *pass_fds;          /* the caller's descriptors that reach the program (CLOEXEC cleared) */
+    uint32_t npass_fds;
+    uint32_t reserved1;
 };
 
 /* Setup steps, reported by the child in iso_child_error.step. Keep in sync with SetupStep.cs. */
@@ -212,7 +215,7 @@ enum iso_mount_substep {
 _Static_assert(sizeof(struct iso_op) == 64, "iso_op layout");
 _Static_assert(sizeof(struct iso_spawn_request) == 216, "iso_spawn_request layout");
 _Static_assert(sizeof(struct iso_child_error) == 16, "iso_child_error layout");
-_Static_assert(sizeof(struct iso_security) == 120, "iso_security layout");
+_Static_assert(sizeof(struct iso_security) == 136, "iso_security layout");
 _Static_assert(sizeof(struct iso_sock_fprog) == 16, "iso_sock_fprog layout");
 
 #ifdef __cplusplus

@@ -333,6 +333,8 @@ public sealed unsafe class IsolationSpec
         int errno = error.err;
         if (step is >= SetupStep.UserNamespaceLimit and <= SetupStep.Seccomp)
             return SecurityCompiler.Failed(step, error.op_index, errno, _security);
+        if (step == SetupStep.CloseFileDescriptors && error.op_index >= 3) // security: a passed fd
+            return new SandboxSetupException(step, $"pass descriptor {error.op_index}", errno, null, "the descriptor was closed after Build(); keep it open while sandboxes start");
         switch (step)
         {
             case SetupStep.Mount when error.op_index >= 0 && error.op_index < _compiledOps.Length:

@@ -124,6 +124,9 @@ internal static unsafe partial class Interop
         public uint nlandlock_ports;
         public uint landlock_abi;
         public uint landlock_restrict_flags;
+        public int* pass_fds;
+        public uint npass_fds;
+        public uint reserved1;
     }
 
     [StructLayout(LayoutKind.Sequential)]

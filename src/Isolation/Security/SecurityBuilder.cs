@@ -112,6 +112,24 @@ public sealed class SecurityBuilder
     public SecurityBuilder DisableNestedUserNamespaces(bool enabled = true) => Set(_policy with { DisableUserNamespaces = enabled });
 
     /// <summary>
+    /// Let these descriptors of the calling process reach the program, at the same numbers (bubblewrap
+    /// passes fds the same way). Every other descriptor from 3 up is closed at execve, so nothing the
+    /// caller's runtime holds open (sockets, files, a directory outside the new root: runc
+    /// CVE-2024-21626) leaks into the sandbox. Standard input, output and error are set with
+    /// <c>WithStandardInput/Output/Error</c> instead.
+    /// </summary>
+    public SecurityBuilder PassFileDescriptors(params int[] fds)
+    {
+        ArgumentNullException.ThrowIfNull(fds);
+        foreach (int fd in fds)
+        {
+            if (fd < 3)
+                throw new ArgumentOutOfRangeException(nameof(fds), fd, "Descriptors 0 to 2 are stdio: use WithStandardInput/Output/Error. Pass descriptors from 3 up.");
+        }
+        return Set(_policy with { PassFds = [.. _policy.PassFds.Union(fds)] });
+    }
+
+    /// <summary>
     /// Become uid and gid 0 of the sandbox's user namespace, without supplementary groups, before the
     /// mount plan runs instead of after it, so that setup acts with the mapped ids and never with the
     /// caller's (which matters when the caller is root). Requires <see cref="Namespaces.User"/> and
@@ -147,7 +165,8 @@ internal sealed record SecurityPolicy
     public bool DisableUserNamespaces { get; init; }
     /// <summary>Become uid 0 of the user namespace before the mount plan (the untrusted preset).</summary>
     public bool EarlyRoot { get; init; }
+    public ImmutableArray<int> PassFds { get; init; } = [];
 
     public bool IsEmpty => this == None || (KeepCapabilities is null && SecureBits is null && !NoNewPrivileges
-        && SeccompProfiles.IsEmpty && SeccompPrograms.IsEmpty && Landlock is null && !DisableUserNamespaces && !EarlyRoot);
+        && SeccompProfiles.IsEmpty && SeccompPrograms.IsEmpty && Landlock is null && !DisableUserNamespaces && !EarlyRoot && PassFds.IsEmpty);
 }

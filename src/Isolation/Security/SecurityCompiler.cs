@@ -29,6 +29,11 @@ internal static unsafe class SecurityCompiler
             throw new ArgumentException("Setup as the namespace's root requires Namespaces.User and RunAs(0, 0).");
         if (p.SecureBits is not null && p.KeepCapabilities is null)
             throw new ArgumentException("WithSecureBits(...) requires a capability choice: call DropAllCapabilities(), KeepCapabilities(...) or DropCapabilities(...) as well.");
+        foreach (int fd in p.PassFds)
+        {
+            if (Tmds.Linux.LibC.fcntl(fd, Tmds.Linux.LibC.F_GETFD) < 0)
+                throw new ArgumentException($"PassFileDescriptors: descriptor {fd} is not open in this process; open it before Build().");
+        }
         foreach (SeccompProfile profile in p.SeccompProfiles)
             profile.Compile(); // throws ArgumentException for unknown names or an oversized program
     }
@@ -64,7 +69,8 @@ internal static unsafe class SecurityCompiler
         nuint size = NativeBlock.MeasureArray<iso_security>(1)
             + NativeBlock.MeasureArray<iso_sock_fprog>(programs.Length)
             + NativeBlock.MeasureArray<iso_landlock_path>(paths.Count)
-            + NativeBlock.MeasureArray<iso_landlock_port>(ports.Count);
+            + NativeBlock.MeasureArray<iso_landlock_port>(ports.Count)
+            + NativeBlock.MeasureArray<int>(p.PassFds.Length);
         foreach (SeccompProgram program in programs)
             size += NativeBlock.MeasureBytes(program.Instructions.Length * 8);
         foreach ((string path, _) in paths)
@@ -100,6 +106,11 @@ internal static unsafe class SecurityCompiler
             sec->flags |= ISO_SEC_DISABLE_USERNS;
         if (p.EarlyRoot)
             sec->flags |= ISO_SEC_EARLY_ROOT;
+
+        sec->npass_fds = (uint)p.PassFds.Length;
+        sec->pass_fds = block.TakeArray<int>(p.PassFds.Length);
+        for (int i = 0; i < p.PassFds.Length; i++)
+            sec->pass_fds[i] = p.PassFds[i];
 
         sec->nfilters = (uint)programs.Length;
         sec->filters = block.TakeArray<iso_sock_fprog>(programs.Length);

@@ -246,6 +246,36 @@ public sealed class SecurityTests
     }
 
     [Fact]
+    public async Task Only_the_descriptors_the_caller_passes_reach_the_program()
+    {
+        using FileStream file = File.OpenRead("/etc/hostname");
+        int passed = Tmds.Linux.LibC.fcntl((int)file.SafeFileHandle.DangerousGetHandle(), Tmds.Linux.LibC.F_DUPFD_CLOEXEC, 900);
+        int kept = Tmds.Linux.LibC.fcntl(passed, Tmds.Linux.LibC.F_DUPFD, 950); // not close-on-exec in the caller
+        try
+        {
+            EnvironmentReport with = await TestHostRunner.ReportAsync(Rootless.WithSecurity(s => s.PassFileDescriptors(passed)));
+            EnvironmentReport without = await TestHostRunner.ReportAsync(Rootless);
+
+            Assert.Contains(passed, with.OpenFds);
+            Assert.DoesNotContain(kept, with.OpenFds);
+            Assert.DoesNotContain(passed, without.OpenFds);
+            Assert.DoesNotContain(kept, without.OpenFds);
+        }
+        finally
+        {
+            Tmds.Linux.LibC.close(passed);
+            Tmds.Linux.LibC.close(kept);
+        }
+    }
+
+    [Fact]
+    public void Passing_a_descriptor_that_is_not_open_is_rejected_at_build()
+    {
+        var e = Assert.Throws<ArgumentException>(() => Rootless.WithSecurity(s => s.PassFileDescriptors(4000)).Build());
+        Assert.Contains("4000", e.Message);
+    }
+
+    [Fact]
     public async Task The_untrusted_preset_runs_with_isolation_init_as_pid_1()
     {
         NamespaceBuilder builder = NamespaceBuilder.ForUntrustedCode().WithInit().WithStandardOutput(Stdio.Pipe);
