@@ -67,7 +67,38 @@ public static class UntrustedCodePreset
 
     private static readonly string[] Devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"];
 
-    private static readonly Lazy<string> EmptyRoot = new(() => Directory.CreateTempSubdirectory("isolation-root-").FullName);
+    private static readonly Lazy<string> EmptyRoot = new(() => OperatingSystem.IsLinux() ? CreateEmptyRoot() : throw new PlatformNotSupportedException("Isolation runs on Linux."));
+
+    /// <summary>
+    /// The host directory the sandbox pivots into. Nothing is ever written to it: the child mounts a tmpfs
+    /// over it in its own mount namespace. One per user, reused; a fresh one when the shared name is taken
+    /// by something that is not our own plain directory (a symlink planted by another user, say).
+    /// </summary>
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    private static string CreateEmptyRoot()
+    {
+        uint euid = geteuid();
+        string path = Path.Combine(Path.GetTempPath(), $"isolation-empty-root-{euid}");
+        try
+        {
+            const UnixFileMode Private = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+            var dir = Directory.CreateDirectory(path, Private);
+            // Not a symlink, and ours: chmod(2) succeeds only for the owner (or root, for whom a directory
+            // that is only ever mounted over in the child's own namespace is harmless either way).
+            if (dir.LinkTarget is null)
+            {
+                File.SetUnixFileMode(path, Private);
+                return path;
+            }
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+        return Directory.CreateTempSubdirectory("isolation-root-").FullName;
+    }
 
     /// <summary>Applies the preset to <paramref name="builder"/> (replacing its namespaces, identity and security; appending to its mounts).</summary>
     public static NamespaceBuilder Apply(NamespaceBuilder builder)
