@@ -125,6 +125,20 @@ public sealed class SecurityTests
     }
 
     [Fact]
+    public void A_program_the_kernel_rejects_is_reported_as_a_seccomp_step_failure()
+    {
+        // One instruction with an opcode seccomp does not allow (BPF_LD | BPF_W | BPF_IND).
+        SeccompProgram bad = SeccompProgram.FromBytes([0x40, 0, 0, 0, 0, 0, 0, 0]);
+        IsolationSpec spec = Rootless.WithSecurity(s => s.NoNewPrivileges().WithSeccompProgram(bad)).Build();
+
+        var e = Assert.Throws<SandboxSetupException>(() => spec.Start("/bin/true"));
+
+        Assert.Equal(SetupStep.Seccomp, e.Step);
+        Assert.Equal("EINVAL", e.ErrnoName);
+        Assert.Contains("seccomp filter #1", e.Message);
+    }
+
+    [Fact]
     public async Task The_default_profile_denies_new_user_namespaces_and_keyrings_and_runs_dotnet()
     {
         NamespaceBuilder builder = Rootless.WithSecurity(s => s.DropAllCapabilities().NoNewPrivileges().WithDefaultSeccomp());
