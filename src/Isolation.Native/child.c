@@ -441,7 +441,8 @@ int iso_child_main(void *arg)
     }
     iso_sys1(SYS_close, req->child_sync_fd);
 
-    /* security, early: limit nested user namespaces while the host's /proc is still visible. */
+    /* security, early: become root of the new user namespace before setup (untrusted preset), and limit
+     * nested user namespaces while the host's /proc is still visible (child_security.c). */
     if ((rc = iso_security_early(req, &sec, &sec_step)) < 0)
         fail(req, sec_step, -1, rc, 0);
 
