@@ -24,6 +24,7 @@
 #include "isolation_native.h"
 #include "raw_syscall.h"
 #include "child.h"
+#include "child_security.h"
 
 #ifndef MOUNT_ATTR_RDONLY
 #define MOUNT_ATTR_RDONLY 0x00000001
@@ -417,6 +418,8 @@ int iso_child_main(void *arg)
 {
     const struct iso_spawn_request *req = arg;
     long rc;
+    struct iso_security_state sec;   /* security: see child_security.c */
+    int sec_step = 0, sec_index = -1;
 
     /* child, signals still blocked: restore default dispositions; the runtime's handlers live in the
      * parent's memory and must never run here (pal_process.c does the same). */
@@ -437,6 +440,11 @@ int iso_child_main(void *arg)
             fail(req, ISO_STEP_WAIT_RELEASE, -1, rc < 0 ? rc : -ECANCELED, 0);
     }
     iso_sys1(SYS_close, req->child_sync_fd);
+
+    /* security, early: become root of the new user namespace before setup (untrusted preset), and limit
+     * nested user namespaces while the host's /proc is still visible (child_security.c). */
+    if ((rc = iso_security_early(req, &sec, &sec_step)) < 0)
+        fail(req, sec_step, -1, rc, 0);
 
     if (req->pdeath_signal != 0 && (rc = iso_sys2(SYS_prctl, PR_SET_PDEATHSIG, req->pdeath_signal)) < 0)
         fail(req, ISO_STEP_DEATH_SIGNAL, -1, rc, 0);
@@ -476,6 +484,10 @@ int iso_child_main(void *arg)
 
     if ((req->flags & ISO_SPAWN_NEW_SESSION) && (rc = iso_sys0(SYS_setsid)) < 0)
         fail(req, ISO_STEP_NEW_SESSION, -1, rc, 0);
+
+    /* security: keep the permitted set across the identity switch when capabilities are kept. */
+    if ((rc = iso_security_before_identity(req, &sec_step)) < 0)
+        fail(req, sec_step, -1, rc, 0);
 
     /* Identity last: a switch away from uid 0 drops the capabilities the steps above needed. */
     if (req->flags & ISO_SPAWN_SET_IDS) {
@@ -522,6 +534,10 @@ int iso_child_main(void *arg)
 
     uint64_t empty = 0;
     iso_sys4(SYS_rt_sigprocmask, SIG_SETMASK, &empty, 0, 8);
+
+    /* security, last before exec: nested userns, caps, no_new_privs, Landlock, seccomp (child_security.c). */
+    if ((rc = iso_security_apply(req, &sec, &sec_step, &sec_index)) < 0)
+        fail(req, sec_step, sec_index, rc, 0);
 
     if (req->init_fd >= 0) {
         /* isolation-init reports the payload's exec failure through the same error pipe. */

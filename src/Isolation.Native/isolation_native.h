@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#define ISO_ABI_VERSION 1
+#define ISO_ABI_VERSION 2
 
 /* Kinds of mount-plan operation, executed in order in the child's new mount namespace. */
 enum iso_op_kind {
@@ -92,6 +92,8 @@ struct iso_spawn_request {
     uint64_t stack_size;
     char *scratch;                 /* PATH search buffer */
     uint64_t scratch_size;
+    /* --- security (child_security.c); NULL: the child changes nothing of its privileges --- */
+    const struct iso_security *security;
     /* Filled by IsolationNative_Spawn; read by the child. */
     int32_t child_sync_fd;
     int32_t child_error_fd;
@@ -104,6 +106,61 @@ struct iso_spawn_result {
     int32_t error_fd;    /* parent's read end: EOF means execve succeeded; else one iso_child_error */
     int32_t used_clone3; /* 1: clone3 (CLONE_INTO_CGROUP honoured), 0: clone fallback */
     int32_t reserved;
+};
+
+/* iso_security.flags */
+#define ISO_SEC_CAPS             0x1u   /* apply the capability sets below */
+#define ISO_SEC_SECUREBITS       0x2u   /* prctl(PR_SET_SECUREBITS, securebits) */
+#define ISO_SEC_NO_NEW_PRIVS     0x4u   /* prctl(PR_SET_NO_NEW_PRIVS, 1) */
+#define ISO_SEC_LANDLOCK         0x8u   /* build and enforce the Landlock ruleset below */
+#define ISO_SEC_DISABLE_USERNS   0x10u  /* max_user_namespaces = 1, then a nested user namespace */
+#define ISO_SEC_KEEP_CAPS        0x20u  /* PR_SET_KEEPCAPS before a switch to a non-zero uid */
+#define ISO_SEC_EARLY_ROOT       0x40u  /* become uid/gid 0 of the new user namespace (no supplementary groups)
+                                           before the mount plan, so setup never acts with the host's ids */
+
+/* A seccomp program (struct sock_fprog): len classic BPF instructions of 8 bytes each. */
+struct iso_sock_fprog {
+    uint16_t len;
+    uint16_t pad[3];
+    const void *filter;
+};
+
+/* A Landlock path rule (LANDLOCK_RULE_PATH_BENEATH), opened O_PATH by the child inside the sandbox. */
+struct iso_landlock_path {
+    uint64_t allowed_access;
+    const char *path;
+};
+
+/* A Landlock port rule (LANDLOCK_RULE_NET_PORT). */
+struct iso_landlock_port {
+    uint64_t allowed_access;
+    uint64_t port;
+};
+
+/* Compiled once per spec by src/Isolation/Security (SecurityCompiler.cs); the child only applies it. */
+struct iso_security {
+    uint32_t flags;                   /* ISO_SEC_* */
+    uint32_t securebits;
+    uint64_t cap_bounding;            /* capabilities kept in the bounding set (the rest are dropped) */
+    uint64_t cap_permitted;
+    uint64_t cap_effective;
+    uint64_t cap_inheritable;
+    uint64_t cap_ambient;
+    const struct iso_sock_fprog *filters; /* seccomp programs, installed in order */
+    uint32_t nfilters;
+    uint32_t seccomp_flags;           /* SECCOMP_FILTER_FLAG_* */
+    uint64_t landlock_handled_fs;     /* already reduced to the host's ABI by the parent */
+    uint64_t landlock_handled_net;
+    uint64_t landlock_scoped;
+    const struct iso_landlock_path *landlock_paths;
+    const struct iso_landlock_port *landlock_ports;
+    uint32_t nlandlock_paths;
+    uint32_t nlandlock_ports;
+    uint32_t landlock_abi;            /* the ABI the ruleset was reduced to (struct size follows it) */
+    uint32_t landlock_restrict_flags; /* landlock_restrict_self flags */
+    const int32_t *pass_fds;          /* the caller's descriptors that reach the program (CLOEXEC cleared) */
+    uint32_t npass_fds;
+    uint32_t reserved1;
 };
 
 /* Setup steps, reported by the child in iso_child_error.step. Keep in sync with SetupStep.cs. */
@@ -129,6 +186,17 @@ enum iso_step {
     ISO_STEP_EXEC = 18,
     ISO_STEP_EXEC_INIT = 19,
     ISO_STEP_PAYLOAD_FORK = 20,    /* reported by isolation-init */
+    /* Security steps (child_security.c), in the order they run. */
+    ISO_STEP_USERNS_LIMIT = 30,    /* write /proc/sys/user/max_user_namespaces in the sandbox's user namespace */
+    ISO_STEP_USERNS_NEST = 31,     /* unshare(CLONE_NEWUSER) and write the inner uid/gid map */
+    ISO_STEP_SECURITY_IDENTITY = 32, /* early setresuid(0) in the user namespace, or prctl(PR_SET_KEEPCAPS) */
+    ISO_STEP_CAP_BOUNDING = 33,    /* prctl(PR_CAPBSET_DROP); index: the capability */
+    ISO_STEP_SECUREBITS = 34,      /* prctl(PR_SET_SECUREBITS) */
+    ISO_STEP_CAPSET = 35,          /* capset(2) */
+    ISO_STEP_CAP_AMBIENT = 36,     /* prctl(PR_CAP_AMBIENT); index: the capability */
+    ISO_STEP_NO_NEW_PRIVS = 37,    /* prctl(PR_SET_NO_NEW_PRIVS) */
+    ISO_STEP_LANDLOCK = 38,        /* landlock_*(2); index: the rule (path rules, then port rules), or -1 */
+    ISO_STEP_SECCOMP = 39,         /* seccomp(SECCOMP_SET_MODE_FILTER); index: the filter */
 };
 
 struct iso_child_error {
@@ -145,8 +213,10 @@ enum iso_mount_substep {
 
 /* The managed mirror (Interop.Native.cs) relies on these sizes on 64-bit targets. */
 _Static_assert(sizeof(struct iso_op) == 64, "iso_op layout");
-_Static_assert(sizeof(struct iso_spawn_request) == 208, "iso_spawn_request layout");
+_Static_assert(sizeof(struct iso_spawn_request) == 216, "iso_spawn_request layout");
 _Static_assert(sizeof(struct iso_child_error) == 16, "iso_child_error layout");
+_Static_assert(sizeof(struct iso_security) == 136, "iso_security layout");
+_Static_assert(sizeof(struct iso_sock_fprog) == 16, "iso_sock_fprog layout");
 
 #ifdef __cplusplus
 extern "C" {

@@ -7,6 +7,7 @@ using Isolation.Diagnostics;
 using Isolation.IdMaps;
 using Isolation.Interop;
 using Isolation.Mounts;
+using Isolation.Security;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using static Isolation.Interop.Interop;
@@ -30,6 +31,7 @@ public sealed unsafe partial class IsolationSpec
     private readonly NativeBlockHandle _handle;
     private readonly CompiledOp[] _compiledOps;
     private readonly IdMapWriter? _idMaps;
+    private readonly CompiledSecurity? _security; // security: compiled once, shared by every spawn
 
     // Pointers into _handle's block, fixed for the spec's lifetime.
     private readonly iso_op* _ops;
@@ -50,6 +52,7 @@ public sealed unsafe partial class IsolationSpec
         _state = state;
         _logger = state.Logger ?? NullLogger.Instance;
         _compiledOps = CompileMounts(state);
+        _security = SecurityCompiler.Compile(state);
 
         List<string> environment = new EnvironmentBuilder(state.ClearEnvironment, state.EnvironmentChanges)
             .Resolve(Environment.GetEnvironmentVariables());
@@ -131,6 +134,12 @@ public sealed unsafe partial class IsolationSpec
 
     /// <summary>The gid map written for each sandbox.</summary>
     public ImmutableArray<IdMap> GidMaps => _state.GidMaps;
+
+    /// <summary>
+    /// The Landlock ABI the sandbox's ruleset was fitted to (best effort: the lower of the host's and the
+    /// newest this library knows); 0 when no Landlock ruleset is applied.
+    /// </summary>
+    public int LandlockAbi => _security?.LandlockAbi ?? 0;
 
     /// <summary>Tests: force the clone(2) fallback instead of clone3.</summary>
     internal bool ForceCloneFallback { get; set; }
@@ -229,6 +238,7 @@ public sealed unsafe partial class IsolationSpec
                 stack_size = StackSize,
                 scratch = scratch,
                 scratch_size = ScratchSize,
+                security = _security is null ? null : _security.Native,
             };
             stdio.Open(_state, request);
 
@@ -330,6 +340,10 @@ public sealed unsafe partial class IsolationSpec
     {
         var step = (SetupStep)error.step;
         int errno = error.err;
+        if (step is >= SetupStep.UserNamespaceLimit and <= SetupStep.Seccomp)
+            return SecurityCompiler.Failed(step, error.op_index, errno, _security);
+        if (step == SetupStep.CloseFileDescriptors && error.op_index >= 3) // security: a passed fd
+            return new SandboxSetupException(step, $"pass descriptor {error.op_index}", errno, null, "the descriptor was closed after Build(); keep it open while sandboxes start");
         switch (step)
         {
             case SetupStep.Mount when error.op_index >= 0 && error.op_index < _compiledOps.Length:

@@ -2,6 +2,7 @@ using System.Collections.Immutable;
 using Isolation.Cgroups;
 using Isolation.IdMaps;
 using Isolation.Mounts;
+using Isolation.Security;
 using Microsoft.Extensions.Logging;
 using static Tmds.Linux.LibC;
 
@@ -183,6 +184,35 @@ public sealed class NamespaceBuilder
 
     /// <summary>Set an rlimit's soft and hard values to <paramref name="limit"/>.</summary>
     public NamespaceBuilder WithRlimit(RlimitResource resource, ulong limit) => WithRlimit(resource, limit, limit);
+    // --- security (src/Isolation/Security) ---
+
+    /// <summary>
+    /// Compose what the program is denied: capabilities, no_new_privs, seccomp, Landlock, nested user
+    /// namespaces (appends to the settings made so far). Applied by the child as its last steps before execve.
+    /// </summary>
+    /// <example><c>.WithSecurity(s =&gt; s.DropAllCapabilities().NoNewPrivileges().WithDefaultSeccomp())</c></example>
+    public NamespaceBuilder WithSecurity(Action<SecurityBuilder> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        var builder = new SecurityBuilder(_state.Security);
+        configure(builder);
+        return With(_state with { Security = builder.Policy });
+    }
+
+    /// <summary>
+    /// A sandbox for code you do not trust (build steps, plugins, submissions, tool calls): every namespace
+    /// but time, a minimal read-only root, no capabilities, no_new_privs, the default seccomp profile, no
+    /// nested user namespaces, a new session and death with the caller. Specialise it like any builder,
+    /// for example <c>.WithMounts(m =&gt; m.Bind(work, "/work")).WithWorkingDirectory("/work")</c>. See
+    /// <see cref="UntrustedCodePreset"/> for each choice and what it does not defend against.
+    /// </summary>
+    public static NamespaceBuilder ForUntrustedCode() => UntrustedCodePreset.Apply(new NamespaceBuilder());
+
+    /// <summary>Appends raw mount operations (the preset's /proc hardening, which the public plan API does not offer).</summary>
+    internal NamespaceBuilder WithMountOperations(IEnumerable<MountOperation> operations) =>
+        With(_state with { Mounts = _state.Mounts.AddRange(operations) });
+
+    // --- end security ---
 
     /// <summary>Log each setup step at Debug level.</summary>
     public NamespaceBuilder WithLogger(ILogger logger) => With(_state with { Logger = logger ?? throw new ArgumentNullException(nameof(logger)) });
@@ -241,6 +271,7 @@ public sealed class NamespaceBuilder
             CgroupBuilder.Validate(cgroup);
         foreach (Rlimit rlimit in s.Rlimits)
             rlimit.Validate();
+        SecurityCompiler.Validate(s); // security: capabilities, seccomp, Landlock, nested user namespaces
         if (s.ClearEnvironment is false && s.EnvironmentChanges.Length == 0)
         {
             // Nothing to check: the environment is the caller's.
@@ -281,4 +312,5 @@ internal sealed record BuilderState
     public ILogger? Logger { get; init; }
     public CgroupSettings? Cgroup { get; init; }
     public ImmutableArray<Rlimit> Rlimits { get; init; } = [];
+    public SecurityPolicy Security { get; init; } = SecurityPolicy.None; // security: see Security/SecurityBuilder.cs
 }

@@ -1,7 +1,7 @@
 namespace Isolation;
 
 /// <summary>A step of starting a sandbox, as named in a <see cref="SandboxSetupException"/>.</summary>
-/// <remarks>Values 1–20 are reported by the native child (isolation_native.h, <c>enum iso_step</c>).</remarks>
+/// <remarks>Values 1–20 and 30–39 (security) are reported by the native child (isolation_native.h, <c>enum iso_step</c>).</remarks>
 public enum SetupStep
 {
     /// <summary>No step.</summary>
@@ -66,6 +66,38 @@ public enum SetupStep
 
     /// <summary>The init forking the program.</summary>
     InitFork = 20,
+
+    // --- security (Security/, child_security.c): values 30-39, in the order the child runs them ---
+
+    /// <summary>Limiting user namespaces in the sandbox's user namespace (<c>user.max_user_namespaces</c>).</summary>
+    UserNamespaceLimit = 30,
+
+    /// <summary>Creating the nested user namespace the program runs in when nested user namespaces are disabled.</summary>
+    NestedUserNamespace = 31,
+
+    /// <summary>Becoming root of the new user namespace before setup, or keeping the permitted capabilities across the identity switch (<c>PR_SET_KEEPCAPS</c>).</summary>
+    SecurityIdentity = 32,
+
+    /// <summary>Dropping capabilities from the bounding set.</summary>
+    CapabilityBoundingSet = 33,
+
+    /// <summary>Setting the securebits.</summary>
+    SecureBits = 34,
+
+    /// <summary>Setting the permitted, effective and inheritable capabilities (capset).</summary>
+    Capabilities = 35,
+
+    /// <summary>Raising ambient capabilities.</summary>
+    AmbientCapabilities = 36,
+
+    /// <summary>Setting no_new_privs.</summary>
+    NoNewPrivileges = 37,
+
+    /// <summary>Building and enforcing the Landlock ruleset.</summary>
+    Landlock = 38,
+
+    /// <summary>Loading a seccomp filter.</summary>
+    Seccomp = 39,
 
     /// <summary>Creating the child process and its namespaces (clone3).</summary>
     Clone = 100,

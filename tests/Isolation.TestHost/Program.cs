@@ -7,6 +7,8 @@ return args switch
 {
     ["report", ..] => Report.Run(args[1..]),
     ["spawn", ..] => await SpawnDriver.RunAsync(args[1..]),
+    ["attempts", ..] => Attempts.Run(args[1..]),
+    ["errno-of", ..] => Attempts.ErrnoOf(args[1..]),
     _ => Usage(),
 };
 

@@ -26,6 +26,9 @@ internal static partial class Report
             Groups = ReadStatusField("Groups") ?? "",
             CapEff = ReadStatusField("CapEff") ?? "",
             CapBnd = ReadStatusField("CapBnd") ?? "",
+            CapPrm = ReadStatusField("CapPrm") ?? "",
+            CapInh = ReadStatusField("CapInh") ?? "",
+            CapAmb = ReadStatusField("CapAmb") ?? "",
             NoNewPrivs = ReadStatusField("NoNewPrivs") ?? "",
             Seccomp = ReadStatusField("Seccomp") ?? "",
             Cgroup = TryRead("/proc/self/cgroup") ?? "",
@@ -113,6 +116,9 @@ public sealed class EnvironmentReport
     public string Groups { get; set; } = "";
     public string CapEff { get; set; } = "";
     public string CapBnd { get; set; } = "";
+    public string CapPrm { get; set; } = "";
+    public string CapInh { get; set; } = "";
+    public string CapAmb { get; set; } = "";
     public string NoNewPrivs { get; set; } = "";
     public string Seccomp { get; set; } = "";
     public string Cgroup { get; set; } = "";

@@ -82,6 +82,19 @@ internal static class SpawnDriver
                 "--memory-max" => b.WithCgroup(c => c.MemoryMax(long.Parse(Next()))),
                 "--cgroup-parent" => b.WithCgroup(c => c.Parent(Next())),
                 "--cgroup-best-effort" => b.WithCgroup(c => c.BestEffort()),
+                // security (tests/Isolation.Tests/Integration/Security*.cs, Escape*.cs)
+                "--untrusted" => Isolation.Security.UntrustedCodePreset.Apply(b),
+                "--ro-bind" => b.WithMounts(m => m.BindReadOnly(options[i + 1], options[(i += 2)])),
+                "--setenv" => b.WithEnvironment(e => e.Set(options[i + 1], options[(i += 2)])),
+                "--stdin-file" => b.WithStandardInput(Stdio.File(Next())),
+                "--cap-drop" => b.WithSecurity(s => s.DropCapabilities(Next())),
+                "--cap-add" => b.WithSecurity(s => s.AddCapabilities(Next())),
+                "--no-new-privs" => b.WithSecurity(s => s.NoNewPrivileges()),
+                "--seccomp-default" => b.WithSecurity(s => s.WithDefaultSeccomp()),
+                "--disable-userns" => b.WithSecurity(s => s.DisableNestedUserNamespaces()),
+                "--landlock-ro" => b.WithSecurity(s => s.WithLandlock(l => l.AllowRead(Next()))),
+                "--landlock-rx" => b.WithSecurity(s => s.WithLandlock(l => l.AllowExecute(Next()))),
+                "--landlock-rw" => b.WithSecurity(s => s.WithLandlock(l => l.AllowReadWrite(Next()))),
                 _ => throw new ArgumentException($"unknown spawn option {options[i]}"),
             };
         }

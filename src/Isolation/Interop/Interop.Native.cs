@@ -6,7 +6,7 @@ namespace Isolation.Interop;
 internal static unsafe partial class Interop
 {
     internal const string NativeLibrary = "libIsolationNative";
-    internal const int AbiVersion = 1;
+    internal const int AbiVersion = 2;
 
     internal const uint ISO_SPAWN_SET_IDS = 0x1;
     internal const uint ISO_SPAWN_NEW_SESSION = 0x2;
@@ -64,8 +64,69 @@ internal static unsafe partial class Interop
         public ulong stack_size;
         public byte* scratch;
         public ulong scratch_size;
+        public iso_security* security;
         public int child_sync_fd;
         public int child_error_fd;
+    }
+
+    // --- security (child_security.c) ---
+    internal const uint ISO_SEC_CAPS = 0x1;
+    internal const uint ISO_SEC_SECUREBITS = 0x2;
+    internal const uint ISO_SEC_NO_NEW_PRIVS = 0x4;
+    internal const uint ISO_SEC_LANDLOCK = 0x8;
+    internal const uint ISO_SEC_DISABLE_USERNS = 0x10;
+    internal const uint ISO_SEC_KEEP_CAPS = 0x20;
+    internal const uint ISO_SEC_EARLY_ROOT = 0x40;
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct iso_sock_fprog
+    {
+        public ushort len;
+        public ushort pad0;
+        public ushort pad1;
+        public ushort pad2;
+        public void* filter;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct iso_landlock_path
+    {
+        public ulong allowed_access;
+        public byte* path;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct iso_landlock_port
+    {
+        public ulong allowed_access;
+        public ulong port;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct iso_security
+    {
+        public uint flags;
+        public uint securebits;
+        public ulong cap_bounding;
+        public ulong cap_permitted;
+        public ulong cap_effective;
+        public ulong cap_inheritable;
+        public ulong cap_ambient;
+        public iso_sock_fprog* filters;
+        public uint nfilters;
+        public uint seccomp_flags;
+        public ulong landlock_handled_fs;
+        public ulong landlock_handled_net;
+        public ulong landlock_scoped;
+        public iso_landlock_path* landlock_paths;
+        public iso_landlock_port* landlock_ports;
+        public uint nlandlock_paths;
+        public uint nlandlock_ports;
+        public uint landlock_abi;
+        public uint landlock_restrict_flags;
+        public int* pass_fds;
+        public uint npass_fds;
+        public uint reserved1;
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -119,6 +180,10 @@ internal static unsafe partial class Interop
     /// <returns>A sealed memfd holding a copy of the file at <paramref name="path"/>; -errno on failure.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_OpenInitMemfd")]
     internal static partial int IsolationNative_OpenInitMemfd(byte* path);
+
+    /// <returns>The host's Landlock ABI version (1 or more); -EOPNOTSUPP when Landlock is built in but disabled at boot; -ENOSYS when the kernel lacks it.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_LandlockAbi")]
+    internal static partial int IsolationNative_LandlockAbi();
 
     /// <returns>The file the shim was loaded from, or null when dladdr cannot tell.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_LibraryPath")]

@@ -1,0 +1,185 @@
+using Isolation.Mounts;
+using static Tmds.Linux.LibC;
+
+namespace Isolation.Security;
+
+/// <summary>
+/// The preset behind <see cref="NamespaceBuilder.ForUntrustedCode"/>. Each choice, and why:
+/// <list type="bullet">
+/// <item><b>Namespaces</b> user, PID, mount, IPC, UTS, network and cgroup: the program sees its own processes
+/// only (it cannot signal or ptrace the host's), no network but a loopback, its own IPC objects and host name.</item>
+/// <item><b>Identity</b>: uid and gid 0 inside a user namespace, mapped to the caller when unprivileged and to
+/// <c>nobody</c> (65534) when the caller is root, so that whatever escapes the file-system view lands without
+/// the host's root. Root inside holds capabilities only over the sandbox's own namespaces, and not even those
+/// (below).</item>
+/// <item><b>File system</b>: pivot_root into an empty tmpfs, made read-only after setup; <c>/usr</c> and the
+/// <c>/bin</c>, <c>/lib</c>... links, a few files of <c>/etc</c> (loader cache, passwd, group, hosts,
+/// alternatives, certificates) bound read-only, nosuid and nodev; a fresh <c>/proc</c> with
+/// <c>/proc/sys</c>, <c>/proc/sysrq-trigger</c>, <c>/proc/irq</c>, <c>/proc/bus</c> and <c>/proc/fs</c>
+/// read-only and <c>/proc/kcore</c>, <c>/proc/keys</c>, <c>/proc/timer_list</c>... masked (as container
+/// engines do); a <c>/dev</c> with null, zero, full, random, urandom and tty only; writable tmpfs on
+/// <c>/tmp</c> and <c>/dev/shm</c>. The host's root is detached: no <c>..</c>, <c>/proc/1/root</c> or
+/// <c>chroot</c> trick leads back to it, and no host descriptor is inherited (only stdio).</item>
+/// <item><b>Setup as the namespace's root</b>: the child becomes uid 0 of its user namespace (the mapped,
+/// unprivileged host uid) before the mount plan, so a symlink planted in a shared directory by earlier
+/// sandboxed code cannot turn a setup write into a write as the caller (CVE-2021-30465 class).</item>
+/// <item><b>Capabilities</b>: all five sets empty, securebits <c>NOROOT</c>, <c>NO_SETUID_FIXUP</c>,
+/// <c>KEEP_CAPS</c> off and <c>NO_CAP_AMBIENT_RAISE</c>, all locked: root gains nothing from execve.</item>
+/// <item><b>no_new_privs</b>: setuid binaries and file capabilities grant nothing.</item>
+/// <item><b>seccomp</b>: <see cref="Seccomp.SeccompProfile.Default"/> (no keyrings, bpf, perf, mount, new
+/// namespaces, ptrace, module loading, TIOCSTI...).</item>
+/// <item><b>Nested user namespaces disabled</b>: the usual first step of kernel exploits is to regain a full
+/// capability set in a fresh user namespace.</item>
+/// <item><b>New session</b>: the program is not in the caller's terminal session, so it cannot push
+/// keystrokes into it with TIOCSTI (CVE-2017-5226) even without seccomp.</item>
+/// <item><b>Death with the parent</b>: SIGKILL when the caller dies, so no sandbox outlives its owner.</item>
+/// <item><b>Environment</b>: cleared except PATH, HOME=/tmp, TMPDIR=/tmp and LANG: the caller's variables
+/// often hold secrets.</item>
+/// <item><b>Resource limits</b>: a cgroup with pids and memory limits (best effort, see
+/// <see cref="ApplyResourceLimits"/>), so a fork storm or a memory hog stays inside the sandbox.</item>
+/// </list>
+/// Not defended: bugs in the kernel itself (the sandbox shares the host's kernel; seccomp and the
+/// disabled user namespaces shrink the surface, they do not remove it), side channels (timing, caches,
+/// Spectre-class attacks), and resource exhaustion where the host gives the caller no cgroup delegation.
+/// </summary>
+public static class UntrustedCodePreset
+{
+    /// <summary>The sandbox's host name.</summary>
+    public const string Hostname = "sandbox";
+
+    /// <summary>The PATH inside.</summary>
+    public const string SearchPath = "/usr/local/bin:/usr/bin:/bin";
+
+    /// <summary>A process limit that stops fork storms: for the cgroup hook.</summary>
+    public const int DefaultPidsMax = 256;
+
+    /// <summary>A memory limit: for the cgroup hook.</summary>
+    public const long DefaultMemoryMax = 512L * 1024 * 1024;
+
+    private static readonly string[] ProcReadOnly = ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs"];
+
+    private static readonly string[] ProcMasked =
+        ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/latency_stats", "/proc/acpi", "/proc/scsi", "/proc/asound", "/proc/kallsyms"];
+
+    private static readonly string[] EtcFiles =
+        ["/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf",
+         "/etc/hosts", "/etc/localtime", "/etc/alternatives", "/etc/ssl", "/etc/ca-certificates"];
+
+    private static readonly string[] Devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"];
+
+    private static readonly Lazy<string> EmptyRoot = new(() => OperatingSystem.IsLinux() ? CreateEmptyRoot() : throw new PlatformNotSupportedException("Isolation runs on Linux."));
+
+    /// <summary>
+    /// The host directory the sandbox pivots into. Nothing is ever written to it: the child mounts a tmpfs
+    /// over it in its own mount namespace. One per user, reused; a fresh one when the shared name is taken
+    /// by something that is not our own plain directory (a symlink planted by another user, say).
+    /// </summary>
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    private static string CreateEmptyRoot()
+    {
+        uint euid = geteuid();
+        string path = Path.Combine(Path.GetTempPath(), $"isolation-empty-root-{euid}");
+        try
+        {
+            const UnixFileMode Private = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+            var dir = Directory.CreateDirectory(path, Private);
+            // Not a symlink, and ours: chmod(2) succeeds only for the owner (or root, for whom a directory
+            // that is only ever mounted over in the child's own namespace is harmless either way).
+            if (dir.LinkTarget is null)
+            {
+                File.SetUnixFileMode(path, Private);
+                return path;
+            }
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+        return Directory.CreateTempSubdirectory("isolation-root-").FullName;
+    }
+
+    /// <summary>Applies the preset to <paramref name="builder"/> (replacing its namespaces, identity and security; appending to its mounts).</summary>
+    public static NamespaceBuilder Apply(NamespaceBuilder builder)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        bool root = geteuid() == 0;
+        NamespaceBuilder b = builder.WithNamespaces(Namespaces.User | Namespaces.Pid | Namespaces.Mount | Namespaces.Ipc
+            | Namespaces.Uts | Namespaces.Net | Namespaces.Cgroup);
+        b = root ? b.MapUsers(0, 65534, 1).MapGroups(0, 65534, 1) : b.MapCurrentUserToRoot();
+        b = b.RunAs(0, 0) // setresuid inside: the program's credentials are the mapped ones, never the host's
+            .WithHostname(Hostname)
+            .WithNewSession()
+            .WithDieWithParent()
+            .WithEnvironment(e => e.Clear().Set("PATH", SearchPath).Set("HOME", "/tmp").Set("TMPDIR", "/tmp").Set("LANG", "C.UTF-8"))
+            .WithWorkingDirectory("/")
+            .WithMounts(Mounts)
+            .WithMountOperations(ProcHardening())
+            .WithSecurity(s => s
+                .DropAllCapabilities()
+                .WithSecureBits(SecureBits.SECBIT_NOROOT | SecureBits.SECBIT_NOROOT_LOCKED
+                    | SecureBits.SECBIT_NO_SETUID_FIXUP | SecureBits.SECBIT_NO_SETUID_FIXUP_LOCKED
+                    | SecureBits.SECBIT_KEEP_CAPS_LOCKED
+                    | SecureBits.SECBIT_NO_CAP_AMBIENT_RAISE | SecureBits.SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED)
+                .NoNewPrivileges()
+                .WithDefaultSeccomp()
+                .DisableNestedUserNamespaces()
+                .SetUpAsNamespaceRoot());
+        return ApplyResourceLimits(b);
+    }
+
+    /// <summary>
+    /// The preset's resource limits: a cgroup of its own with pids.max <see cref="DefaultPidsMax"/> (a fork
+    /// storm stops there) and memory.max <see cref="DefaultMemoryMax"/> (a memory hog is OOM-killed inside
+    /// the sandbox, and the exit status says <see cref="TerminationReason.OutOfMemory"/>). Best effort: where
+    /// the caller has no cgroup delegation the sandbox runs without them and
+    /// <see cref="IsolatedProcess.CgroupError"/> says why; override with your own <c>WithCgroup(...)</c>.
+    /// </summary>
+    public static NamespaceBuilder ApplyResourceLimits(NamespaceBuilder builder) =>
+        builder.WithCgroup(c => c.PidsMax(DefaultPidsMax).MemoryMax(DefaultMemoryMax).BestEffort());
+
+    private static void Mounts(MountPlanBuilder m)
+    {
+        m.Root(EmptyRoot.Value, readOnly: true)
+            .Tmpfs("/", mode: 0x1ED);
+        foreach (string top in new[] { "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32" })
+        {
+            var info = new FileInfo(top);
+            if (info.LinkTarget is { } link)
+                m.Symlink(link, top);
+            else if (Directory.Exists(top))
+                m.BindReadOnly(top, top);
+        }
+        m.BindReadOnly("/usr", "/usr");
+        foreach (string path in EtcFiles)
+            m.BindReadOnly(path, path, optional: true);
+        m.Tmpfs("/tmp", mode: 0x3FF /* 01777 */)
+            .Tmpfs("/dev", mode: 0x1ED);
+        foreach (string device in Devices)
+            m.DevBind(device, device, optional: true);
+        m.Tmpfs("/dev/shm", mode: 0x3FF)
+            .Symlink("/proc/self/fd", "/dev/fd")
+            .Symlink("/proc/self/fd/0", "/dev/stdin")
+            .Symlink("/proc/self/fd/1", "/dev/stdout")
+            .Symlink("/proc/self/fd/2", "/dev/stderr")
+            .Proc("/proc");
+    }
+
+    /// <summary>
+    /// Container engines' masked and read-only /proc paths, as raw operations: a read-only bind of the
+    /// sandbox's own /proc entry onto itself, and ISO_OP_MASK (/dev/null over a file, an empty read-only
+    /// tmpfs over a directory).
+    /// </summary>
+    private static IEnumerable<MountOperation> ProcHardening()
+    {
+        foreach (string path in ProcReadOnly)
+        {
+            yield return new MountOperation(NativeOpKind.Bind, $"ro-bind {path} (proc hardening)", path, path,
+                MountFlags: (ulong)(MS_NOSUID | MS_NODEV | MS_NOEXEC),
+                Flags: NativeOpFlags.Recursive | NativeOpFlags.ReadOnly | NativeOpFlags.Optional) { SourceInsideRoot = true };
+        }
+        foreach (string path in ProcMasked)
+            yield return new MountOperation(NativeOpKind.Mask, $"mask {path} (proc hardening)", Target: path);
+    }
+}
