@@ -32,6 +32,13 @@ enum iso_op_kind {
     ISO_OP_COPY_FD = 12,     /* create s2 with mode n1 and copy the contents of fd n2 into it */
     ISO_OP_MOUNT_SETATTR = 13, /* mount_setattr(s2, AT_RECURSIVE?, attr_set n1, attr_clr n2, userns fd = -1) */
     ISO_OP_IDMAP = 14,       /* idmapped bind mount of s1 on s2 using the child's own user namespace */
+    ISO_OP_OVERLAY = 15,     /* overlay on s2: lower layers s1 (n2 NUL-separated paths), upper s3 + work s4,
+                                or ISO_OPF_TMPFS_UPPER (tmpfs of n1 bytes, 0: default), or neither (read-only);
+                                mount_flags: MS_RDONLY/MS_NOSUID/MS_NODEV */
+    ISO_OP_OPEN_ROOT = 16,   /* open the new root s2: later ISO_OPF_IN_ROOT paths resolve inside it
+                                (openat2 RESOLVE_IN_ROOT); s1: the /proc/self/fd dir, s3: /proc/self/ns/user */
+    ISO_OP_PIVOT_BASE = 17,  /* mount a tmpfs base on s2 with newroot/ and oldroot/, pivot_root into it: the
+                                host's root is then /oldroot (bubblewrap's layout) */
 };
 
 /* iso_op.flags */
@@ -39,6 +46,9 @@ enum iso_op_kind {
 #define ISO_OPF_READONLY   0x2u
 #define ISO_OPF_OPTIONAL   0x4u  /* skip when the source is missing */
 #define ISO_OPF_MKTARGET   0x8u  /* create the target (dir or file, like the source) when missing */
+#define ISO_OPF_IN_ROOT    0x10u /* s2 is a path inside the new root (resolved with RESOLVE_IN_ROOT) */
+#define ISO_OPF_SOURCE_IN_ROOT 0x20u /* s1 (and an overlay's layers) too */
+#define ISO_OPF_TMPFS_UPPER 0x40u /* overlay: a throw-away tmpfs upper layer */
 
 struct iso_op {
     uint32_t kind;
