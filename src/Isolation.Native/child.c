@@ -385,6 +385,11 @@ static long run_overlay(const struct iso_spawn_request *req, struct op_ctx *ctx,
         }
         if ((rc = mount_on_fd(target, "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, data)) < 0)
             goto out;
+        if (w_is_root(&tw, ctx)) {
+            if ((rc = reopen_root(ctx)) < 0)
+                goto out;
+            tw = where_of(ctx, op->s2, (op->flags & ISO_OPF_IN_ROOT) != 0);
+        }
         long top = w_open(&tw, tw.path, O_PATH | O_DIRECTORY, 0);
         if (top < 0) {
             rc = top;

@@ -329,6 +329,7 @@ public sealed unsafe class IsolationSpec
                 string sub = error.detail switch
                 {
                     1 => " (creating the target)",
+                    2 when op.Operation.Kind == NativeOpKind.Idmap => " (idmapping it)",
                     2 => " (making it read-only)",
                     3 => " (opening it)",
                     4 => " (writing it)",
@@ -390,13 +391,13 @@ public sealed unsafe class IsolationSpec
     {
         _ when errno == ENOENT && op.Kind is NativeOpKind.Bind or NativeOpKind.Idmap => $"the source '{op.Source}' does not exist; use optional: true to skip a missing source",
         _ when errno == ENOENT && op.Kind == NativeOpKind.Overlay => "a layer, the upper or the work directory does not exist",
+        _ when op.Kind == NativeOpKind.Idmap && (errno == EPERM || errno == EINVAL || errno == EOPNOTSUPP) => "the kernel lets only a process privileged over the file system's own user namespace create idmapped mounts of it, and the sandbox's setup runs inside the new user namespace: host file systems cannot be idmapped from there (it works for file systems mounted inside the sandbox); the file system must also support idmapping (ext4, xfs, btrfs, tmpfs on Linux 6.3+)",
         _ when errno == ENOENT => "the path or one of its parents does not exist",
         _ when errno == EPERM && op.FsType == "proc" => "mounting proc needs a PID namespace owned by the sandbox's user namespace and a host /proc that is not partly hidden (e.g. inside a container with masked /proc paths)",
         _ when errno == EPERM => "a user namespace may mount only some file systems (tmpfs, proc, sysfs, bind mounts) and cannot clear flags the host set (ro, nosuid, nodev)",
         _ when errno == EACCES => "permission denied on the path; an unprivileged sandbox can only bind what its user can read",
         _ when errno == ENOTDIR => "a component of the path is not a directory",
         _ when errno == EINVAL && op.Kind == NativeOpKind.PivotRoot => "pivot_root needs the new root to be a mount point on a private mount",
-        _ when op.Kind == NativeOpKind.Idmap && (errno == EPERM || errno == EINVAL || errno == EOPNOTSUPP) => "an idmapped mount needs CAP_SYS_ADMIN in the user namespace that mounted the file system (root on the host for host file systems) and a file system that supports idmapping (ext4, xfs, btrfs, tmpfs on Linux 6.3+)",
         _ when op.Kind == NativeOpKind.Overlay && errno == EINVAL => "overlayfs refused the layers: the work directory must be empty and on the same file system as the upper one, layers must not overlap, and a read-only overlay needs two lower layers",
         _ when op.Kind == NativeOpKind.Overlay && errno == EBUSY => "the upper or work directory is already used by another overlay",
         _ when errno == ENOSYS => "this kernel lacks openat2/mount_setattr/open_tree (Linux 5.12 or newer is needed for mount plans)",
