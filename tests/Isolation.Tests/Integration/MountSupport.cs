@@ -39,6 +39,14 @@ public sealed class BusyboxRoot : IDisposable
         return path;
     }
 
+    /// <summary>chown -hR the whole tree (the tests run as root).</summary>
+    public void ChownTo(int uid)
+    {
+        using var chown = Process.Start("chown", ["-hR", $"{uid}:{uid}", Path]);
+        chown.WaitForExit();
+        Assert.Equal(0, chown.ExitCode);
+    }
+
     public void Dispose() => DeleteTree(Path);
 
     /// <summary>Deletes a tree without following symlinks out of it (our test roots hold hostile ones).</summary>
