@@ -252,7 +252,7 @@ internal static class BwrapCommand
                     string dest = Next(option);
                     // bwrap copies the data at setup; we read it now, before the sandbox exists.
                     byte[] data = ReadFdBytes(fd);
-                    int mode = TakePerms(option == "--ro-bind-data" ? 0x124 /* 0444 */ : 0x1A4 /* 0644 */);
+                    int mode = TakePerms(option == "--file" ? 0x1B6 /* 0666, as bwrap */ : 0x180 /* 0600 */);
                     ops.Add(option == "--ro-bind-data" ? m => m.File(dest, data, mode).ReadOnlyPaths(dest) : m => m.File(dest, data, mode));
                     break;
                 }
@@ -319,14 +319,18 @@ internal static class BwrapCommand
             foreach (Action<MountPlanBuilder> op in ops)
                 op(m);
         });
-        if (env.Count > 0)
-            b = b.WithEnvironment(e => env.ForEach(a => a(e)));
         if (hostname is not null)
             b = b.WithHostname(hostname);
-        // bwrap starts in the directory it was run from when the sandbox shows it, like this.
+        // bwrap starts in the directory it was run from when the sandbox shows it, else in /; and says so in PWD.
         string? cwd = chdir ?? InsideCwd(Environment.CurrentDirectory, binds);
         if (cwd is not null)
             b = b.WithWorkingDirectory(cwd);
+        string pwd = cwd ?? "/";
+        b = b.WithEnvironment(e =>
+        {
+            env.ForEach(a => a(e));
+            e.Set("PWD", pwd);
+        });
         if (dieWithParent)
             b = b.WithDieWithParent();
         if (newSession)
