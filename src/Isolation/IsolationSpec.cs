@@ -400,6 +400,7 @@ public sealed unsafe class IsolationSpec
         _ when errno == EINVAL && op.Kind == NativeOpKind.PivotRoot => "pivot_root needs the new root to be a mount point on a private mount",
         _ when op.Kind == NativeOpKind.Overlay && errno == EINVAL => "overlayfs refused the layers: the work directory must be empty and on the same file system as the upper one, layers must not overlap, and a read-only overlay needs two lower layers",
         _ when op.Kind == NativeOpKind.Overlay && errno == EBUSY => "the upper or work directory is already used by another overlay",
+        _ when errno == EINVAL && op.Kind is NativeOpKind.Remount or NativeOpKind.Propagation or NativeOpKind.MountSetattr => "the path is not a mount point: bind or mount something there first",
         _ when errno == ENOSYS => "this kernel lacks openat2/mount_setattr/open_tree (Linux 5.12 or newer is needed for mount plans)",
         _ when errno == ELOOP => "too many symbolic links while resolving the path inside the new root",
         _ when errno == EROFS => "the path is on a read-only mount; create it before making its parent read-only, or bind a writable directory there",

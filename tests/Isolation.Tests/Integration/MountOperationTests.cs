@@ -129,6 +129,21 @@ public sealed class MountOperationTests : IDisposable
     }
 
     [Fact]
+    public async Task A_file_can_be_filled_from_a_descriptor()
+    {
+        string dir = Temp();
+        string source = Path.Combine(dir, "source");
+        File.WriteAllText(source, "from a descriptor\n");
+        using Microsoft.Win32.SafeHandles.SafeFileHandle handle = File.OpenHandle(source);
+
+        Result r = await ShAsync(InRoot(m => m.FileFromDescriptor("/etc/from-fd", (int)handle.DangerousGetHandle(), 0x1A0 /* 0640 */)),
+            "cat /etc/from-fd; stat -c %a /etc/from-fd");
+
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal(["from a descriptor", "640"], r.Lines);
+    }
+
+    [Fact]
     public async Task Remount_read_only_freezes_a_mount_and_its_submounts()
     {
         Result r = await ShAsync(InRoot(m => m.Tmpfs("/data").Tmpfs("/data/sub").Dir("/data/sub/d").RemountReadOnly("/data")),
