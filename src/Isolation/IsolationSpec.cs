@@ -428,6 +428,10 @@ public sealed unsafe class IsolationSpec
             return [];
         foreach (MountOperation op in state.Mounts)
         {
+            // Without a new root, Dev("/dev") would cover the very device nodes it binds from.
+            if (state.Root is null && op.Kind == NativeOpKind.Bind && op.Description.StartsWith("dev on ", StringComparison.Ordinal)
+                && op.Target![..op.Target!.LastIndexOf('/')] == "/dev")
+                throw new ArgumentException("Dev(\"/dev\") needs a new root: on the host's tree it would hide the device nodes it binds from. Use Root(dir) or EmptyRoot().Bind(\"/\", \"/\") before Dev(), or mount it elsewhere.");
             if (op.Kind == NativeOpKind.Idmap && !state.Namespaces.HasFlag(Namespaces.User))
                 throw new ArgumentException($"'{op.Description}' requires Namespaces.User: an idmapped mount maps owners through the sandbox's user namespace. Add it and a uid/gid map.");
         }

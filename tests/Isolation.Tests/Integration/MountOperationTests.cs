@@ -54,6 +54,16 @@ public sealed class MountOperationTests : IDisposable
     }
 
     [Fact]
+    public async Task Dev_works_on_the_host_tree_through_an_empty_root_with_everything_bound_in()
+    {
+        Result r = await ShAsync(Rootless.WithMounts(m => m.EmptyRoot().Bind("/", "/").Proc().Dev()),
+            "ls /dev | wc -l; echo x > /dev/null && echo null-ok; test -e /etc/os-release && echo host-tree");
+
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal(["14", "null-ok", "host-tree"], r.Lines.Select(l => l.Trim()));
+    }
+
+    [Fact]
     public async Task Devpts_alone_is_a_new_instance_with_a_ptmx_link()
     {
         Result r = await ShAsync(InRoot(m => m.Proc().Tmpfs("/dev").Devpts("/dev/pts")),
@@ -247,6 +257,42 @@ public sealed class MountOperationTests : IDisposable
             Assert.True(HasOption(MountLine(r.Stdout, "/proc/sysrq-trigger"), "ro"), r.Stdout);
         Assert.NotNull(MountLine(r.Stdout, present[0]));
         Assert.Equal(MountPlanBuilder.DefaultMaskedPaths.Count, MountPlanBuilder.DefaultMaskedPaths.Distinct().Count());
+    }
+
+    [Fact]
+    public async Task A_slave_mount_receives_what_is_mounted_on_its_master_and_not_the_other_way()
+    {
+        string dir = Temp();
+        string a = dir + "/a", b = dir + "/b";
+
+        Result r = await ShAsync(Rootless.WithMounts(m => m
+                .Proc()
+                .Tmpfs(a).SetPropagation(a, MountPropagation.Shared)
+                .Bind(a, b).SetPropagation(b, MountPropagation.Slave)
+                .Tmpfs(a + "/from-master")
+                .Tmpfs(b + "/from-slave")),
+            "cat /proc/self/mountinfo");
+
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Contains("shared:", MountLine(r.Stdout, a));
+        Assert.Contains("master:", MountLine(r.Stdout, b));
+        Assert.NotNull(MountLine(r.Stdout, b + "/from-master"));
+        Assert.Null(MountLine(r.Stdout, a + "/from-slave"));
+    }
+
+    [Theory]
+    [InlineData(MountPropagation.Shared, "shared:")]
+    [InlineData(MountPropagation.Private, null)]
+    public async Task The_whole_tree_is_made_private_by_default_or_shared_on_request(MountPropagation propagation, string? tag)
+    {
+        Result r = await ShAsync(Rootless.WithMounts(m => m.WithPropagation(propagation).Proc()), "cat /proc/self/mountinfo");
+
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        string optional = string.Join(' ', MountLine(r.Stdout, "/")!.Split(' ').Skip(6).TakeWhile(f => f != "-"));
+        if (tag is null)
+            Assert.Equal("", optional);
+        else
+            Assert.StartsWith(tag, optional);
     }
 
     [Fact]

@@ -54,7 +54,7 @@ public sealed class MountPlanTests
     [Fact]
     public void Operations_of_one_call_share_its_number_in_error_messages()
     {
-        IsolationSpec.CompiledOp[] ops = Compile(m => m.Tmpfs("/tmp").Dev().ContainerDefaults().Tmpfs("/run"));
+        IsolationSpec.CompiledOp[] ops = Compile(m => m.Root("/r").Tmpfs("/tmp").Dev().ContainerDefaults().Tmpfs("/run"));
 
         int[] devIndexes = ops.Where(o => o.Operation.Description.StartsWith("dev on /dev", StringComparison.Ordinal)).Select(o => o.UserIndex).Distinct().ToArray();
         Assert.Equal([2], devIndexes);
@@ -116,6 +116,7 @@ public sealed class MountPlanTests
         Assert.Contains("at least one", Assert.Throws<ArgumentException>(() => Sandbox.WithMounts(m => m.MaskPaths())).Message);
         Assert.Contains("requires Namespaces.User", Assert.Throws<ArgumentException>(() => new NamespaceBuilder()
             .WithNamespaces(Namespaces.Mount).WithMounts(m => m.IdmappedBind("/a", "/b")).Build()).Message);
+        Assert.Contains("needs a new root", Assert.Throws<ArgumentException>(() => Sandbox.WithMounts(m => m.Dev()).Build()).Message);
         Assert.Throws<ArgumentOutOfRangeException>(() => Sandbox.WithMounts(m => m.SetPropagation("/x", MountPropagation.Unchanged)));
         Assert.Throws<ArgumentOutOfRangeException>(() => Sandbox.WithMounts(m => m.TmpOverlay("/x", ["/l"], sizeBytes: 0)));
         Assert.Throws<ArgumentOutOfRangeException>(() => Sandbox.WithMounts(m => m.FileFromDescriptor("/x", -1)));
