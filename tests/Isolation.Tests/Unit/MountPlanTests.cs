@@ -60,7 +60,8 @@ public sealed class MountPlanTests
         Assert.Equal([2], devIndexes);
         Assert.Equal(3, ops.First(o => o.Operation.Kind == NativeOpKind.Mask).UserIndex);
         Assert.Equal(4, ops.First(o => o.Operation.Description.StartsWith("read-only", StringComparison.Ordinal)).UserIndex);
-        Assert.Equal(5, ops.Last().UserIndex);
+        Assert.Equal(5, ops[^2].UserIndex); // the last is the implicit pivot_root (0)
+        Assert.Equal(0, ops[^1].UserIndex);
     }
 
     [Fact]
