@@ -397,7 +397,7 @@ static long run_overlay(const struct iso_spawn_request *req, struct op_ctx *ctx,
         }
         iso_sys3(SYS_mkdirat, top, "upper", 0755);
         iso_sys3(SYS_mkdirat, top, "work", 0755);
-        /* The upper's root takes the mode of the lowest... of the top lower layer, as a container's does. */
+        /* The upper's root takes the mode of the top lower layer, so the merged root keeps the image's mode. */
         struct stat st;
         if (iso_sys4(SYS_newfstatat, fds[0], "", &st, AT_EMPTY_PATH) == 0)
             iso_sys4(SYS_fchmodat, top, "upper", st.st_mode & 07777, 0);

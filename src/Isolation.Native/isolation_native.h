@@ -15,19 +15,23 @@
 
 #define ISO_ABI_VERSION 1
 
-/* Kinds of mount-plan operation, executed in order in the child's new mount namespace. */
+/* Kinds of mount-plan operation, executed in order in the child's new mount namespace. Paths are host
+ * paths, or with ISO_OPF_IN_ROOT paths inside the root ISO_OP_OPEN_ROOT opened (resolved with openat2
+ * RESOLVE_IN_ROOT, so symlinks never lead out of it). Needs Linux 5.12 (openat2, open_tree, move_mount,
+ * mount_setattr). */
 enum iso_op_kind {
     ISO_OP_MOUNT = 1,        /* mount(s1 source, s2 target, s3 fstype, mount_flags, s4 data) */
     ISO_OP_BIND = 2,         /* bind s1 on s2; flags: ISO_OPF_RECURSIVE, ISO_OPF_READONLY, ISO_OPF_OPTIONAL;
                                 mount_flags: extra MS_NOSUID/MS_NODEV/... applied with the read-only remount */
-    ISO_OP_MKDIR = 3,        /* mkdir -p s2 with mode n1 */
+    ISO_OP_MKDIR = 3,        /* mkdir -p s2; parents 0755, s2 itself exactly mode n1 when created */
     ISO_OP_SYMLINK = 4,      /* symlink(s1 target, s2 linkpath) */
     ISO_OP_WRITE_FILE = 5,   /* create s2 with mode n1 and write n2 bytes from s1 */
     ISO_OP_CHMOD = 6,        /* chmod(s2, n1) */
-    ISO_OP_REMOUNT = 7,      /* remount s2 with mount_flags (bind remount), recursive with ISO_OPF_RECURSIVE */
+    ISO_OP_REMOUNT = 7,      /* set mount_flags (and read-only with ISO_OPF_READONLY) on the mount at s2 with
+                                mount_setattr, its submounts too with ISO_OPF_RECURSIVE */
     ISO_OP_PIVOT_ROOT = 8,   /* pivot_root into s2 and detach the old root; ISO_OPF_READONLY remounts / ro */
     ISO_OP_MASK = 9,         /* hide s2: /dev/null over a file, an empty read-only tmpfs over a directory */
-    ISO_OP_PROPAGATION = 10, /* mount(NULL, s2, NULL, mount_flags (MS_PRIVATE|MS_SLAVE|MS_SHARED [|MS_REC])) */
+    ISO_OP_PROPAGATION = 10, /* propagation of s2: mount_flags MS_PRIVATE|MS_SLAVE|MS_SHARED [|MS_REC] */
     ISO_OP_TOUCH = 11,       /* create an empty file s2 (mode n1) if missing, creating parents 0755 */
     ISO_OP_COPY_FD = 12,     /* create s2 with mode n1 and copy the contents of fd n2 into it */
     ISO_OP_MOUNT_SETATTR = 13, /* mount_setattr(s2, AT_RECURSIVE?, attr_set n1, attr_clr n2, userns fd = -1) */
