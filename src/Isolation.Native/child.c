@@ -44,6 +44,18 @@
 #ifndef MOVE_MOUNT_F_EMPTY_PATH
 #define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
 #endif
+#ifndef MOVE_MOUNT_T_EMPTY_PATH
+#define MOVE_MOUNT_T_EMPTY_PATH 0x00000040
+#endif
+#ifndef MOUNT_ATTR_NOSUID
+#define MOUNT_ATTR_NOSUID 0x00000002
+#define MOUNT_ATTR_NODEV 0x00000004
+#define MOUNT_ATTR_NOEXEC 0x00000008
+#endif
+#ifndef RESOLVE_IN_ROOT
+#define RESOLVE_NO_MAGICLINKS 0x02
+#define RESOLVE_IN_ROOT 0x10
+#endif
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
@@ -94,223 +106,636 @@ __attribute__((noreturn)) static void fail(const struct iso_spawn_request *req, 
         iso_sys1(SYS_exit, 127);
 }
 
-/* mkdir -p, using the request's scratch buffer. Existing directories are fine. */
-static long mkdir_p(const struct iso_spawn_request *req, const char *path, long mode)
+/*
+ * Mount-plan operations. Every path an op touches is resolved through a `where`: either a host path
+ * (dirfd AT_FDCWD, no resolve flags) or a path inside the new root, resolved with
+ * openat2(root_fd, path, RESOLVE_IN_ROOT) so that a symlink in the image (`proc -> /etc`) resolves inside
+ * the root, never out of it (openat2(2)). Mounts are then attached to the resolved descriptor, not to a
+ * path: fs mounts with fchdir + mount(".") and binds with open_tree + move_mount(MOVE_MOUNT_T_EMPTY_PATH)
+ * (open_tree(2), move_mount(2)), so nothing is looked up twice.
+ */
+
+/* The state the op loop carries: the new root, once ISO_OP_OPEN_ROOT has opened it. On the child's stack. */
+struct op_ctx {
+    long root_fd;              /* O_PATH fd of the new root, or -1 */
+    const char *root_path;     /* the path it was opened from (reopened after a mount onto the root) */
+    const char *proc_fd_dir;   /* "/proc/self/fd" as reachable now, for overlay layer paths */
+    const char *proc_self_ns_user; /* our user namespace, for idmapped binds */
+    int pivoted;               /* the last pivot_root happened: the cwd is the new "/" */
+};
+
+struct where {
+    long dirfd;
+    uint64_t resolve;
+    const char *path;
+};
+
+struct iso_open_how {
+    uint64_t flags;
+    uint64_t mode;
+    uint64_t resolve;
+};
+
+static struct where where_of(const struct op_ctx *ctx, const char *path, int in_root)
 {
-    size_t len = iso_strlen(path);
+    struct where w = { AT_FDCWD, 0, path };
+    if (in_root && ctx->root_fd >= 0) {
+        while (*path == '/')
+            path++;
+        w.dirfd = ctx->root_fd;
+        w.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+        w.path = path;
+    }
+    return w;
+}
+
+static long w_open(const struct where *w, const char *path, uint64_t flags, uint64_t mode)
+{
+    struct iso_open_how how = { flags | O_CLOEXEC, mode, w->resolve };
+    return iso_sys4(SYS_openat2, w->dirfd, *path != '\0' ? path : ".", &how, sizeof how);
+}
+
+static int w_is_root(const struct where *w, const struct op_ctx *ctx)
+{
+    return w->dirfd == ctx->root_fd && w->dirfd >= 0 && w->path[0] == '\0';
+}
+
+/* After a mount onto the new root itself, root_fd still names the covered directory: reopen it. */
+static long reopen_root(struct op_ctx *ctx)
+{
+    long fd = iso_sys4(SYS_openat, AT_FDCWD, ctx->root_path, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return fd;
+    iso_sys1(SYS_close, ctx->root_fd);
+    ctx->root_fd = fd;
+    return 0;
+}
+
+/* mkdir -p w->path (parents 0755, the last one `mode`, exactly: chmod'ed past the umask when we created
+ * it). Returns an O_PATH fd of the directory. Uses the request's scratch buffer. */
+static long w_mkdir_p(const struct iso_spawn_request *req, const struct where *w, long mode)
+{
+    size_t len = iso_strlen(w->path);
     if (len + 1 > req->scratch_size)
         return -ENAMETOOLONG;
     char *buf = req->scratch;
-    iso_memcpy(buf, path, len + 1);
-    for (size_t i = 1; i <= len; i++) {
+    iso_memcpy(buf, w->path, len + 1);
+    while (len > 1 && buf[len - 1] == '/')
+        buf[--len] = '\0';
+    size_t start = 0;
+    while (buf[start] == '/')
+        start++;
+    if (buf[start] == '\0')
+        return w_open(w, buf, O_PATH | O_DIRECTORY, 0);
+    for (size_t i = start;; i++) {
         if (buf[i] != '/' && buf[i] != '\0')
             continue;
+        if (i == start) { /* "//" */
+            start++;
+            continue;
+        }
         char saved = buf[i];
+        int last = saved == '\0';
         buf[i] = '\0';
-        long rc = iso_sys3(SYS_mkdirat, AT_FDCWD, buf, i == len ? mode : 0755);
-        if (rc < 0 && rc != -EEXIST)
-            return rc;
+        long fd = w_open(w, buf, O_PATH | O_DIRECTORY, 0);
+        if (fd == -ENOENT) {
+            char first = buf[start];
+            buf[start] = '\0';
+            long parent = w_open(w, buf, O_PATH | O_DIRECTORY, 0);
+            buf[start] = first;
+            if (parent < 0)
+                return parent;
+            long rc = iso_sys3(SYS_mkdirat, parent, buf + start, last ? mode : 0755);
+            if (rc == 0 && last)
+                rc = iso_sys4(SYS_fchmodat, parent, buf + start, mode, 0);
+            iso_sys1(SYS_close, parent);
+            if (rc < 0 && rc != -EEXIST)
+                return rc;
+            fd = w_open(w, buf, O_PATH | O_DIRECTORY, 0);
+        }
+        if (fd < 0 || last)
+            return fd;
+        iso_sys1(SYS_close, fd);
         buf[i] = saved;
+        start = i + 1;
+        while (buf[start] == '/')
+            start++;
+        if (buf[start] == '\0')
+            return w_open(w, buf, O_PATH | O_DIRECTORY, 0);
+        i = start - 1;
     }
-    return 0;
 }
 
-/* Create the parent directories of path (0755), then path itself as an empty file if missing. */
-static long touch_p(const struct iso_spawn_request *req, const char *path, long mode)
+/* Open (creating 0755 as needed) the parent directory of w->path; *leaf points at the last component. */
+static long w_parent(const struct iso_spawn_request *req, const struct where *w, const char **leaf)
 {
-    size_t len = iso_strlen(path);
+    size_t len = iso_strlen(w->path);
     if (len + 1 > req->scratch_size)
         return -ENAMETOOLONG;
     size_t slash = len;
-    while (slash > 0 && path[slash] != '/')
+    while (slash > 0 && w->path[slash - 1] != '/')
         slash--;
-    if (slash > 0) {
-        char *buf = req->scratch;
-        iso_memcpy(buf, path, slash);
-        buf[slash] = '\0';
-        /* mkdir_p copies into scratch itself; copying a prefix of scratch onto itself is safe. */
-        long rc = mkdir_p(req, buf, 0755);
-        if (rc < 0)
-            return rc;
-    }
-    long fd = iso_sys4(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY, mode);
-    if (fd < 0)
+    *leaf = w->path + slash;
+    if (**leaf == '\0')
+        return -EINVAL;
+    struct where parent = *w;
+    char *buf = req->scratch;
+    size_t plen = slash;
+    iso_memcpy(buf, w->path, plen);
+    buf[plen] = '\0';
+    parent.path = buf;
+    return w_mkdir_p(req, &parent, 0755);
+}
+
+/* Resolve a mount target, creating it when missing and `create`: a directory (0755) or an empty file
+ * (0644) when the source is not a directory. Returns an O_PATH fd. */
+static long w_target(const struct iso_spawn_request *req, const struct where *w, int want_dir, int create)
+{
+    long fd = w_open(w, w->path, O_PATH, 0);
+    if (fd != -ENOENT || !create)
         return fd;
-    iso_sys1(SYS_close, fd);
+    if (want_dir)
+        return w_mkdir_p(req, w, 0755);
+    const char *leaf;
+    long parent = w_parent(req, w, &leaf);
+    if (parent < 0)
+        return parent;
+    long file = iso_sys4(SYS_openat, parent, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0644);
+    iso_sys1(SYS_close, parent);
+    if (file < 0 && file != -EEXIST)
+        return file;
+    if (file >= 0)
+        iso_sys1(SYS_close, file);
+    return w_open(w, w->path, O_PATH, 0);
+}
+
+static uint64_t ms_to_attr(uint64_t ms)
+{
+    uint64_t attr = 0;
+    if (ms & MS_RDONLY) attr |= MOUNT_ATTR_RDONLY;
+    if (ms & MS_NOSUID) attr |= MOUNT_ATTR_NOSUID;
+    if (ms & MS_NODEV) attr |= MOUNT_ATTR_NODEV;
+    if (ms & MS_NOEXEC) attr |= MOUNT_ATTR_NOEXEC;
+    return attr;
+}
+
+/* mount_setattr(2) on a descriptor: with AT_RECURSIVE it covers every submount. */
+static long fd_setattr(long fd, int recursive, uint64_t set, uint64_t clr, uint64_t propagation)
+{
+    struct iso_mount_attr attr = { set, clr, propagation, 0 };
+    return iso_sys5(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), &attr, sizeof attr);
+}
+
+/* Mount a file system on the directory `fd` names: fchdir there and mount on "." (the cwd is ours: no
+ * CLONE_FS). */
+static long mount_on_fd(long fd, const char *source, const char *fstype, uint64_t flags, const void *data)
+{
+    long rc = iso_sys1(SYS_fchdir, fd);
+    if (rc < 0)
+        return rc;
+    return iso_sys5(SYS_mount, source, ".", fstype, flags, data);
+}
+
+/* Attach a detached tree (open_tree/fsmount) on the object `target` names. */
+static long attach(long tree, long target)
+{
+    return iso_sys5(SYS_move_mount, tree, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+}
+
+/* Append s to buf at *n; returns -ENAMETOOLONG when it does not fit. */
+static long append(char *buf, size_t size, size_t *n, const char *s)
+{
+    size_t len = iso_strlen(s);
+    if (*n + len + 1 > size)
+        return -ENAMETOOLONG;
+    iso_memcpy(buf + *n, s, len + 1);
+    *n += len;
     return 0;
 }
 
-/* Make a mount read-only (and apply extra MS_NOSUID/MS_NODEV/MS_NOEXEC), keeping the flags the kernel
- * locked in a user namespace: mount_setattr where the kernel has it (covers submounts with
- * AT_RECURSIVE), else a bind remount that repeats the mount's current flags. */
-static long make_readonly(const char *path, int recursive, uint64_t extra_ms_flags)
+static long append_fd_path(const struct op_ctx *ctx, char *buf, size_t size, size_t *n, long fd)
 {
-    struct iso_mount_attr attr = { 0 };
-    attr.attr_set = MOUNT_ATTR_RDONLY;
-    if (extra_ms_flags & MS_NOSUID) attr.attr_set |= 0x00000002; /* MOUNT_ATTR_NOSUID */
-    if (extra_ms_flags & MS_NODEV) attr.attr_set |= 0x00000004;  /* MOUNT_ATTR_NODEV */
-    if (extra_ms_flags & MS_NOEXEC) attr.attr_set |= 0x00000008; /* MOUNT_ATTR_NOEXEC */
-    long rc = iso_sys5(SYS_mount_setattr, AT_FDCWD, path, recursive ? AT_RECURSIVE : 0, &attr, sizeof attr);
-    if (rc != -ENOSYS)
-        return rc;
-    struct statfs st;
-    rc = iso_sys2(SYS_statfs, path, &st);
-    if (rc < 0)
-        return rc;
-    unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY | extra_ms_flags;
-    if (st.f_flags & ST_NOSUID) flags |= MS_NOSUID;
-    if (st.f_flags & ST_NODEV) flags |= MS_NODEV;
-    if (st.f_flags & ST_NOEXEC) flags |= MS_NOEXEC;
-    if (st.f_flags & ST_NOATIME) flags |= MS_NOATIME;
-    if (st.f_flags & ST_NODIRATIME) flags |= MS_NODIRATIME;
-    if (st.f_flags & ST_RELATIME) flags |= MS_RELATIME;
-    return iso_sys5(SYS_mount, 0, path, 0, flags, 0);
+    char digits[24];
+    int d = 0;
+    do {
+        digits[d++] = (char)('0' + fd % 10);
+        fd /= 10;
+    } while (fd > 0);
+    char num[24];
+    for (int i = 0; i < d; i++)
+        num[i] = digits[d - 1 - i];
+    num[d] = '\0';
+    long rc = append(buf, size, n, ctx->proc_fd_dir);
+    if (rc == 0)
+        rc = append(buf, size, n, "/");
+    return rc == 0 ? append(buf, size, n, num) : rc;
 }
 
-/* child, in the new mount namespace: one operation of the mount plan. Returns -errno and sets *detail. */
-static long run_op(const struct iso_spawn_request *req, const struct iso_op *op, int *detail)
+#define ISO_MAX_LOWER 64
+
+/* overlay: lower layers (s1: n2 NUL-separated host paths), upper s3 + work s4 (host paths), or a tmpfs
+ * upper (ISO_OPF_TMPFS_UPPER, size n1), or none (read-only). Layers are opened first and named to
+ * overlayfs as /proc/self/fd/N, so a tmpfs mounted on the target cannot hide a lower layer that lives
+ * there, and no path needs escaping. */
+static long run_overlay(const struct iso_spawn_request *req, struct op_ctx *ctx, const struct iso_op *op, int *detail)
 {
-    long rc;
-    struct stat st;
+    long fds[ISO_MAX_LOWER + 2];
+    int nfds = 0;
+    long rc = 0, target = -1;
+    if (op->n2 < 1 || op->n2 > ISO_MAX_LOWER)
+        return -EINVAL;
+    const char *p = op->s1;
+    for (int64_t i = 0; i < op->n2; i++) {
+        struct where lw = where_of(ctx, p, (op->flags & ISO_OPF_SOURCE_IN_ROOT) != 0);
+        long fd = w_open(&lw, lw.path, O_PATH | O_DIRECTORY, 0);
+        if (fd < 0) {
+            rc = fd;
+            goto out;
+        }
+        fds[nfds++] = fd;
+        p += iso_strlen(p) + 1;
+    }
+    int nlower = nfds;
+    struct where tw = where_of(ctx, op->s2, (op->flags & ISO_OPF_IN_ROOT) != 0);
+    *detail = ISO_SUB_MKDIR_TARGET;
+    target = w_target(req, &tw, 1, (op->flags & ISO_OPF_MKTARGET) != 0);
+    if (target < 0) {
+        rc = target;
+        goto out;
+    }
     *detail = ISO_SUB_MAIN;
-    switch (op->kind) {
-    case ISO_OP_MOUNT:
-        if (op->flags & ISO_OPF_MKTARGET) {
-            *detail = ISO_SUB_MKDIR_TARGET;
-            if ((rc = mkdir_p(req, op->s2, 0755)) < 0)
-                return rc;
-            *detail = ISO_SUB_MAIN;
+    if (op->flags & ISO_OPF_TMPFS_UPPER) {
+        /* The throw-away upper: a tmpfs on the target itself, holding upper/ and work/. */
+        char data[64];
+        size_t n = 0;
+        append(data, sizeof data, &n, "mode=0755");
+        if (op->n1 > 0) {
+            char num[24];
+            int64_t v = op->n1;
+            int d = 0;
+            char rev[24];
+            do {
+                rev[d++] = (char)('0' + v % 10);
+                v /= 10;
+            } while (v > 0);
+            for (int i = 0; i < d; i++)
+                num[i] = rev[d - 1 - i];
+            num[d] = '\0';
+            append(data, sizeof data, &n, ",size=");
+            append(data, sizeof data, &n, num);
         }
-        rc = iso_sys5(SYS_mount, op->s1, op->s2, op->s3, op->mount_flags, op->s4);
-        if (rc < 0)
-            return rc;
-        if (op->flags & ISO_OPF_READONLY) {
-            *detail = ISO_SUB_REMOUNT;
-            return make_readonly(op->s2, 0, 0);
+        if ((rc = mount_on_fd(target, "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, data)) < 0)
+            goto out;
+        if (w_is_root(&tw, ctx)) {
+            if ((rc = reopen_root(ctx)) < 0)
+                goto out;
+            tw = where_of(ctx, op->s2, (op->flags & ISO_OPF_IN_ROOT) != 0);
         }
-        return 0;
-    case ISO_OP_BIND:
-        rc = iso_sys4(SYS_newfstatat, AT_FDCWD, op->s1, &st, 0);
-        if (rc < 0)
-            return (rc == -ENOENT && (op->flags & ISO_OPF_OPTIONAL)) ? 0 : rc;
-        if (op->flags & ISO_OPF_MKTARGET) {
-            *detail = ISO_SUB_MKDIR_TARGET;
-            rc = S_ISDIR(st.st_mode) ? mkdir_p(req, op->s2, 0755) : touch_p(req, op->s2, 0644);
-            if (rc < 0)
-                return rc;
-            *detail = ISO_SUB_MAIN;
+        long top = w_open(&tw, tw.path, O_PATH | O_DIRECTORY, 0);
+        if (top < 0) {
+            rc = top;
+            goto out;
         }
-        rc = iso_sys5(SYS_mount, op->s1, op->s2, 0, MS_BIND | ((op->flags & ISO_OPF_RECURSIVE) ? MS_REC : 0), 0);
-        if (rc < 0)
-            return rc;
-        if ((op->flags & ISO_OPF_READONLY) || (op->mount_flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC))) {
-            *detail = ISO_SUB_REMOUNT;
-            if (op->flags & ISO_OPF_READONLY)
-                return make_readonly(op->s2, (op->flags & ISO_OPF_RECURSIVE) != 0, op->mount_flags);
-            struct iso_mount_attr attr = { 0 };
-            if (op->mount_flags & MS_NOSUID) attr.attr_set |= 0x2;
-            if (op->mount_flags & MS_NODEV) attr.attr_set |= 0x4;
-            if (op->mount_flags & MS_NOEXEC) attr.attr_set |= 0x8;
-            return iso_sys5(SYS_mount_setattr, AT_FDCWD, op->s2, (op->flags & ISO_OPF_RECURSIVE) ? AT_RECURSIVE : 0, &attr, sizeof attr);
+        iso_sys3(SYS_mkdirat, top, "upper", 0755);
+        iso_sys3(SYS_mkdirat, top, "work", 0755);
+        /* The upper's root takes the mode of the top lower layer, so the merged root keeps the image's mode. */
+        struct stat st;
+        if (iso_sys4(SYS_newfstatat, fds[0], "", &st, AT_EMPTY_PATH) == 0)
+            iso_sys4(SYS_fchmodat, top, "upper", st.st_mode & 07777, 0);
+        long upper = iso_sys4(SYS_openat, top, "upper", O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW, 0);
+        long work = iso_sys4(SYS_openat, top, "work", O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW, 0);
+        iso_sys1(SYS_close, top);
+        if (upper >= 0) fds[nfds++] = upper;
+        if (work >= 0) fds[nfds++] = work;
+        if (upper < 0 || work < 0) {
+            rc = upper < 0 ? upper : work;
+            goto out;
         }
-        return 0;
-    case ISO_OP_MKDIR:
-        rc = mkdir_p(req, op->s2, op->n1);
-        if (rc < 0)
-            return rc;
-        return iso_sys3(SYS_fchmodat, AT_FDCWD, op->s2, op->n1);
-    case ISO_OP_SYMLINK:
-        if (op->flags & ISO_OPF_MKTARGET) {
-            size_t len = iso_strlen(op->s2);
-            size_t slash = len;
-            while (slash > 0 && op->s2[slash] != '/')
-                slash--;
-            if (slash > 0 && slash + 1 < req->scratch_size) {
-                iso_memcpy(req->scratch, op->s2, slash);
-                req->scratch[slash] = '\0';
-                *detail = ISO_SUB_MKDIR_TARGET;
-                if ((rc = mkdir_p(req, req->scratch, 0755)) < 0)
-                    return rc;
-                *detail = ISO_SUB_MAIN;
-            }
+    } else if (op->s3 != 0) {
+        struct where uw = where_of(ctx, op->s3, (op->flags & ISO_OPF_SOURCE_IN_ROOT) != 0);
+        struct where ww = where_of(ctx, op->s4, (op->flags & ISO_OPF_SOURCE_IN_ROOT) != 0);
+        long upper = w_open(&uw, uw.path, O_PATH | O_DIRECTORY, 0);
+        if (upper < 0) {
+            rc = upper;
+            goto out;
         }
-        rc = iso_sys3(SYS_symlinkat, op->s1, AT_FDCWD, op->s2);
-        return rc;
-    case ISO_OP_WRITE_FILE:
-    case ISO_OP_COPY_FD: {
-        *detail = ISO_SUB_MKDIR_TARGET;
-        if ((rc = touch_p(req, op->s2, op->n1)) < 0)
-            return rc;
+        fds[nfds++] = upper;
+        long work = w_open(&ww, ww.path, O_PATH | O_DIRECTORY, 0);
+        if (work < 0) {
+            rc = work;
+            goto out;
+        }
+        fds[nfds++] = work;
+    }
+
+    /* "lowerdir=/proc/self/fd/A:/proc/self/fd/B[,upperdir=...,workdir=...]" in the scratch buffer. */
+    char *buf = req->scratch;
+    size_t n = 0;
+    rc = append(buf, req->scratch_size, &n, "lowerdir=");
+    for (int i = 0; i < nlower && rc == 0; i++) {
+        if (i > 0)
+            rc = append(buf, req->scratch_size, &n, ":");
+        if (rc == 0)
+            rc = append_fd_path(ctx, buf, req->scratch_size, &n, fds[i]);
+    }
+    if (rc == 0 && nfds > nlower) {
+        rc = append(buf, req->scratch_size, &n, ",upperdir=");
+        if (rc == 0) rc = append_fd_path(ctx, buf, req->scratch_size, &n, fds[nlower]);
+        if (rc == 0) rc = append(buf, req->scratch_size, &n, ",workdir=");
+        if (rc == 0) rc = append_fd_path(ctx, buf, req->scratch_size, &n, fds[nlower + 1]);
+    }
+    if (rc == 0 && n > 4000)
+        rc = -ENAMETOOLONG; /* mount(2) copies one page of data */
+    if (rc < 0)
+        goto out;
+    /* Mount on the target as it is now (the tmpfs upper, if any, sits on it). */
+    iso_sys1(SYS_close, target);
+    target = w_open(&tw, tw.path, O_PATH | O_DIRECTORY, 0);
+    if (target < 0) {
+        rc = target;
+        goto out;
+    }
+    rc = mount_on_fd(target, "overlay", "overlay", op->mount_flags, buf);
+    if (rc == 0 && w_is_root(&tw, ctx))
+        rc = reopen_root(ctx);
+out:
+    if (target >= 0)
+        iso_sys1(SYS_close, target);
+    for (int i = 0; i < nfds; i++)
+        iso_sys1(SYS_close, fds[i]);
+    return rc;
+}
+
+/* Bind: a detached clone of the source (open_tree), its flags set on the clone before anyone can see it,
+ * then attached on the target's descriptor. With an idmap the clone is idmapped through our own user
+ * namespace (mount_setattr(2) MOUNT_ATTR_IDMAP). */
+static long run_bind(const struct iso_spawn_request *req, struct op_ctx *ctx, const struct iso_op *op, int *detail, int idmap)
+{
+    int recursive = (op->flags & ISO_OPF_RECURSIVE) != 0;
+    struct where sw = where_of(ctx, op->s1, (op->flags & ISO_OPF_SOURCE_IN_ROOT) != 0);
+    long src = w_open(&sw, sw.path, O_PATH, 0);
+    if (src < 0)
+        return (src == -ENOENT && (op->flags & ISO_OPF_OPTIONAL)) ? 0 : src;
+    long tree = iso_sys3(SYS_open_tree, src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0));
+    iso_sys1(SYS_close, src);
+    if (tree < 0)
+        return tree;
+    struct stat st;
+    long rc = iso_sys4(SYS_newfstatat, tree, "", &st, AT_EMPTY_PATH);
+    uint64_t set = ms_to_attr(op->mount_flags) | ((op->flags & ISO_OPF_READONLY) ? MOUNT_ATTR_RDONLY : 0);
+    if (rc == 0 && idmap) {
         *detail = ISO_SUB_OPEN;
-        long fd = iso_sys4(SYS_openat, AT_FDCWD, op->s2, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, op->n1);
-        if (fd < 0)
-            return fd;
-        *detail = ISO_SUB_WRITE;
-        if (op->kind == ISO_OP_WRITE_FILE) {
-            const char *p = op->s1;
-            int64_t left = op->n2;
-            while (left > 0) {
-                long n = iso_sys3(SYS_write, fd, p, left);
-                if (n == -EINTR)
-                    continue;
-                if (n < 0) {
-                    iso_sys1(SYS_close, fd);
-                    return n;
-                }
+        long userns = iso_sys4(SYS_openat, AT_FDCWD, ctx->proc_self_ns_user, O_RDONLY | O_CLOEXEC, 0);
+        if (userns < 0) {
+            rc = userns;
+        } else {
+            *detail = ISO_SUB_REMOUNT;
+            struct iso_mount_attr attr = { MOUNT_ATTR_IDMAP | set, 0, 0, (uint64_t)userns };
+            rc = iso_sys5(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), &attr, sizeof attr);
+            iso_sys1(SYS_close, userns);
+        }
+    } else if (rc == 0 && set != 0) {
+        *detail = ISO_SUB_REMOUNT;
+        rc = fd_setattr(tree, recursive, set, 0, 0);
+    }
+    if (rc == 0) {
+        struct where tw = where_of(ctx, op->s2, (op->flags & ISO_OPF_IN_ROOT) != 0);
+        *detail = ISO_SUB_MKDIR_TARGET;
+        long target = w_target(req, &tw, S_ISDIR(st.st_mode), (op->flags & ISO_OPF_MKTARGET) != 0);
+        if (target < 0) {
+            rc = target;
+        } else {
+            *detail = ISO_SUB_MAIN;
+            rc = attach(tree, target);
+            iso_sys1(SYS_close, target);
+            if (rc == 0 && w_is_root(&tw, ctx))
+                rc = reopen_root(ctx);
+        }
+    }
+    iso_sys1(SYS_close, tree);
+    return rc;
+}
+
+/* Write a file in the sandbox's tree from memory (s1, n2 bytes) or from fd n2. */
+static long run_write_file(const struct iso_spawn_request *req, const struct iso_op *op, const struct where *w, int *detail)
+{
+    const char *leaf;
+    *detail = ISO_SUB_MKDIR_TARGET;
+    long parent = w_parent(req, w, &leaf);
+    if (parent < 0)
+        return parent;
+    iso_sys1(SYS_close, parent);
+    *detail = ISO_SUB_OPEN;
+    long fd = w_open(w, w->path, O_WRONLY | O_CREAT | O_TRUNC | O_NOCTTY, op->n1);
+    if (fd < 0)
+        return fd;
+    *detail = ISO_SUB_WRITE;
+    long rc = 0;
+    if (op->kind == ISO_OP_WRITE_FILE) {
+        const char *p = op->s1;
+        int64_t left = op->n2;
+        while (left > 0 && rc == 0) {
+            long n = iso_sys3(SYS_write, fd, p, left);
+            if (n == -EINTR)
+                continue;
+            if (n < 0)
+                rc = n;
+            else {
                 p += n;
                 left -= n;
             }
-        } else {
-            for (;;) {
-                long n = iso_sys3(SYS_read, op->n2, req->scratch, req->scratch_size);
-                if (n == -EINTR)
+        }
+    } else {
+        while (rc == 0) {
+            long n = iso_sys3(SYS_read, op->n2, req->scratch, req->scratch_size);
+            if (n == -EINTR)
+                continue;
+            if (n <= 0) {
+                rc = n;
+                break;
+            }
+            for (long off = 0; off < n && rc == 0;) {
+                long wr = iso_sys3(SYS_write, fd, req->scratch + off, n - off);
+                if (wr == -EINTR)
                     continue;
-                if (n <= 0) {
-                    if (n < 0) {
-                        iso_sys1(SYS_close, fd);
-                        return n;
-                    }
-                    break;
-                }
-                for (long off = 0; off < n;) {
-                    long w = iso_sys3(SYS_write, fd, req->scratch + off, n - off);
-                    if (w == -EINTR)
-                        continue;
-                    if (w < 0) {
-                        iso_sys1(SYS_close, fd);
-                        return w;
-                    }
-                    off += w;
-                }
+                if (wr < 0)
+                    rc = wr;
+                else
+                    off += wr;
+            }
+        }
+    }
+    if (rc == 0)
+        rc = iso_sys2(SYS_fchmod, fd, op->n1);
+    iso_sys1(SYS_close, fd);
+    return rc;
+}
+
+/* chmod through an O_PATH descriptor: fchmodat2(AT_EMPTY_PATH) (Linux 6.6), else open it and fchmod. */
+static long fd_chmod(const struct where *w, long mode)
+{
+    long fd = w_open(w, w->path, O_PATH, 0);
+    if (fd < 0)
+        return fd;
+    long rc = iso_sys4(SYS_fchmodat2, fd, "", mode, AT_EMPTY_PATH);
+    iso_sys1(SYS_close, fd);
+    if (rc != -ENOSYS && rc != -EINVAL && rc != -EOPNOTSUPP)
+        return rc;
+    fd = w_open(w, w->path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
+    if (fd < 0)
+        return fd;
+    rc = iso_sys2(SYS_fchmod, fd, mode);
+    iso_sys1(SYS_close, fd);
+    return rc;
+}
+
+/* child, in the new mount namespace: one operation of the mount plan. Returns -errno and sets *detail. */
+static long run_op(const struct iso_spawn_request *req, struct op_ctx *ctx, const struct iso_op *op, int *detail)
+{
+    long rc, fd;
+    struct stat st;
+    struct where w = where_of(ctx, op->s2 != 0 ? op->s2 : "", (op->flags & ISO_OPF_IN_ROOT) != 0);
+    *detail = ISO_SUB_MAIN;
+    switch (op->kind) {
+    case ISO_OP_MOUNT:
+        *detail = ISO_SUB_MKDIR_TARGET;
+        if ((fd = w_target(req, &w, 1, (op->flags & ISO_OPF_MKTARGET) != 0)) < 0)
+            return fd;
+        *detail = ISO_SUB_MAIN;
+        rc = mount_on_fd(fd, op->s1, op->s3, op->mount_flags, op->s4);
+        iso_sys1(SYS_close, fd);
+        if (rc == 0 && w_is_root(&w, ctx))
+            rc = reopen_root(ctx);
+        if (rc < 0 || !(op->flags & ISO_OPF_READONLY))
+            return rc;
+        *detail = ISO_SUB_REMOUNT;
+        if ((fd = w_open(&w, w.path, O_PATH, 0)) < 0)
+            return fd;
+        rc = fd_setattr(fd, 0, MOUNT_ATTR_RDONLY, 0, 0);
+        iso_sys1(SYS_close, fd);
+        return rc;
+    case ISO_OP_BIND:
+        return run_bind(req, ctx, op, detail, 0);
+    case ISO_OP_IDMAP:
+        return run_bind(req, ctx, op, detail, 1);
+    case ISO_OP_MKDIR:
+        if ((fd = w_mkdir_p(req, &w, op->n1)) < 0)
+            return fd;
+        iso_sys1(SYS_close, fd);
+        return 0;
+    case ISO_OP_SYMLINK: {
+        const char *leaf;
+        *detail = ISO_SUB_MKDIR_TARGET;
+        long parent = w_parent(req, &w, &leaf);
+        if (parent < 0)
+            return parent;
+        *detail = ISO_SUB_MAIN;
+        rc = iso_sys3(SYS_symlinkat, op->s1, parent, leaf);
+        if (rc == -EEXIST) {
+            /* bubblewrap accepts an existing link with the same target. */
+            char *buf = req->scratch;
+            long n = iso_sys4(SYS_readlinkat, parent, leaf, buf, req->scratch_size - 1);
+            size_t want = iso_strlen(op->s1);
+            if (n == (long)want) {
+                rc = 0;
+                for (size_t i = 0; i < want; i++)
+                    if (buf[i] != op->s1[i])
+                        rc = -EEXIST;
+            }
+        }
+        iso_sys1(SYS_close, parent);
+        return rc;
+    }
+    case ISO_OP_WRITE_FILE:
+    case ISO_OP_COPY_FD:
+        return run_write_file(req, op, &w, detail);
+    case ISO_OP_CHMOD:
+        return fd_chmod(&w, op->n1);
+    case ISO_OP_REMOUNT:
+    case ISO_OP_MOUNT_SETATTR:
+    case ISO_OP_PROPAGATION: {
+        uint64_t set = op->kind == ISO_OP_MOUNT_SETATTR ? (uint64_t)op->n1
+            : ms_to_attr(op->mount_flags) | ((op->flags & ISO_OPF_READONLY) ? MOUNT_ATTR_RDONLY : 0);
+        uint64_t clr = op->kind == ISO_OP_MOUNT_SETATTR ? (uint64_t)op->n2 : 0;
+        uint64_t propagation = op->kind == ISO_OP_PROPAGATION ? (op->mount_flags & (MS_PRIVATE | MS_SLAVE | MS_SHARED | MS_UNBINDABLE)) : 0;
+        int recursive = (op->flags & ISO_OPF_RECURSIVE) || (op->kind == ISO_OP_PROPAGATION && (op->mount_flags & MS_REC));
+        if (op->kind == ISO_OP_PROPAGATION && w.dirfd == AT_FDCWD)
+            return iso_sys5(SYS_mount, 0, op->s2, 0, op->mount_flags, 0); /* mount_namespaces(7): works on any kernel */
+        if ((fd = w_open(&w, w.path, O_PATH, 0)) < 0)
+            return fd;
+        rc = fd_setattr(fd, recursive, set, clr, propagation);
+        iso_sys1(SYS_close, fd);
+        return rc;
+    }
+    case ISO_OP_TOUCH:
+        if ((fd = w_target(req, &w, 0, 1)) < 0)
+            return fd;
+        iso_sys1(SYS_close, fd);
+        return 0;
+    case ISO_OP_MASK:
+        fd = w_open(&w, w.path, O_PATH, 0);
+        if (fd == -ENOENT)
+            return 0; /* nothing to hide */
+        if (fd < 0)
+            return fd;
+        rc = iso_sys4(SYS_newfstatat, fd, "", &st, AT_EMPTY_PATH);
+        if (rc == 0 && S_ISDIR(st.st_mode)) {
+            rc = mount_on_fd(fd, "tmpfs", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555");
+        } else if (rc == 0) {
+            /* A file: /dev/null (s1, a host path) over it, read-only. */
+            long tree = iso_sys3(SYS_open_tree, AT_FDCWD, op->s1, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+            if (tree < 0) {
+                rc = tree;
+            } else {
+                rc = fd_setattr(tree, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, 0, 0);
+                if (rc == 0)
+                    rc = attach(tree, fd);
+                iso_sys1(SYS_close, tree);
             }
         }
         iso_sys1(SYS_close, fd);
-        return iso_sys3(SYS_fchmodat, AT_FDCWD, op->s2, op->n1);
-    }
-    case ISO_OP_CHMOD:
-        return iso_sys3(SYS_fchmodat, AT_FDCWD, op->s2, op->n1);
-    case ISO_OP_REMOUNT:
-        if (op->flags & ISO_OPF_READONLY)
-            return make_readonly(op->s2, (op->flags & ISO_OPF_RECURSIVE) != 0, op->mount_flags);
-        return iso_sys5(SYS_mount, 0, op->s2, 0, MS_BIND | MS_REMOUNT | op->mount_flags, 0);
-    case ISO_OP_PROPAGATION:
-        return iso_sys5(SYS_mount, 0, op->s2, 0, op->mount_flags, 0);
-    case ISO_OP_TOUCH:
-        return touch_p(req, op->s2, op->n1);
-    case ISO_OP_MASK:
-        rc = iso_sys4(SYS_newfstatat, AT_FDCWD, op->s2, &st, 0);
-        if (rc == -ENOENT)
-            return 0; /* nothing to hide */
-        if (rc < 0)
+        return rc;
+    case ISO_OP_OVERLAY:
+        return run_overlay(req, ctx, op, detail);
+    case ISO_OP_OPEN_ROOT:
+        /* s2: the new root (a mount point by now); s1: where /proc/self/fd is; s3: /proc/self/ns/user. */
+        *detail = ISO_SUB_OPEN;
+        fd = iso_sys4(SYS_openat, AT_FDCWD, op->s2, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+        if (fd < 0)
+            return fd;
+        if (ctx->root_fd >= 0)
+            iso_sys1(SYS_close, ctx->root_fd);
+        ctx->root_fd = fd;
+        ctx->root_path = op->s2;
+        if (op->s1 != 0)
+            ctx->proc_fd_dir = op->s1;
+        if (op->s3 != 0)
+            ctx->proc_self_ns_user = op->s3;
+        return 0;
+    case ISO_OP_PIVOT_BASE:
+        /* bubblewrap's first pivot: a tmpfs base at s2 holding newroot/ and oldroot/ becomes "/", the
+         * host's root moves to /oldroot (sources are then named /oldroot/...). pivot_root(2). */
+        *detail = ISO_SUB_MAIN;
+        if ((rc = iso_sys5(SYS_mount, "tmpfs", op->s2, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")) < 0)
             return rc;
-        if (S_ISDIR(st.st_mode))
-            return iso_sys5(SYS_mount, "tmpfs", op->s2, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555");
-        return iso_sys5(SYS_mount, "/dev/null", op->s2, 0, MS_BIND, 0);
-    case ISO_OP_MOUNT_SETATTR: {
-        struct iso_mount_attr attr = { (uint64_t)op->n1, (uint64_t)op->n2, 0, 0 };
-        return iso_sys5(SYS_mount_setattr, AT_FDCWD, op->s2, (op->flags & ISO_OPF_RECURSIVE) ? AT_RECURSIVE : 0, &attr, sizeof attr);
-    }
+        *detail = ISO_SUB_CHDIR;
+        if ((rc = iso_sys1(SYS_chdir, op->s2)) < 0)
+            return rc;
+        *detail = ISO_SUB_MKDIR_TARGET;
+        if ((rc = iso_sys3(SYS_mkdirat, AT_FDCWD, "newroot", 0755)) < 0)
+            return rc;
+        if ((rc = iso_sys3(SYS_mkdirat, AT_FDCWD, "oldroot", 0755)) < 0)
+            return rc;
+        *detail = ISO_SUB_PIVOT;
+        if ((rc = iso_sys2(SYS_pivot_root, ".", "oldroot")) < 0)
+            return rc;
+        ctx->pivoted = 1;
+        return iso_sys1(SYS_chdir, "/");
     case ISO_OP_PIVOT_ROOT:
+        if (ctx->root_fd >= 0) {
+            iso_sys1(SYS_close, ctx->root_fd);
+            ctx->root_fd = -1;
+        }
         /* pivot_root(".", "."): stack the old root under the new one, then detach it (pivot_root(2)). */
         *detail = ISO_SUB_CHDIR;
         if ((rc = iso_sys1(SYS_chdir, op->s2)) < 0)
@@ -323,37 +748,15 @@ static long run_op(const struct iso_spawn_request *req, const struct iso_op *op,
             return rc;
         if ((rc = iso_sys1(SYS_chdir, "/")) < 0)
             return rc;
+        ctx->pivoted = 1;
         if (op->flags & ISO_OPF_READONLY) {
             *detail = ISO_SUB_REMOUNT;
-            return make_readonly("/", 0, 0);
+            if ((fd = iso_sys4(SYS_openat, AT_FDCWD, "/", O_PATH | O_DIRECTORY | O_CLOEXEC, 0)) < 0)
+                return fd;
+            rc = fd_setattr(fd, 0, MOUNT_ATTR_RDONLY, 0, 0);
+            iso_sys1(SYS_close, fd);
         }
-        return 0;
-    case ISO_OP_IDMAP: {
-        /* An idmapped clone of s1 attached at s2, mapped through our own user namespace. */
-        long tree = iso_sys3(SYS_open_tree, AT_FDCWD, op->s1, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | ((op->flags & ISO_OPF_RECURSIVE) ? AT_RECURSIVE : 0));
-        if (tree < 0)
-            return tree;
-        *detail = ISO_SUB_OPEN;
-        long userns = iso_sys4(SYS_openat, AT_FDCWD, "/proc/self/ns/user", O_RDONLY | O_CLOEXEC, 0);
-        if (userns < 0) {
-            iso_sys1(SYS_close, tree);
-            return userns;
-        }
-        struct iso_mount_attr attr = { MOUNT_ATTR_IDMAP | ((op->flags & ISO_OPF_READONLY) ? MOUNT_ATTR_RDONLY : 0), 0, 0, (uint64_t)userns };
-        *detail = ISO_SUB_REMOUNT;
-        rc = iso_sys5(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | ((op->flags & ISO_OPF_RECURSIVE) ? AT_RECURSIVE : 0), &attr, sizeof attr);
-        iso_sys1(SYS_close, userns);
-        if (rc == 0) {
-            *detail = ISO_SUB_MAIN;
-            if (op->flags & ISO_OPF_MKTARGET) {
-                rc = mkdir_p(req, op->s2, 0755);
-            }
-            if (rc == 0)
-                rc = iso_sys5(SYS_move_mount, tree, "", AT_FDCWD, op->s2, MOVE_MOUNT_F_EMPTY_PATH);
-        }
-        iso_sys1(SYS_close, tree);
         return rc;
-    }
     default:
         return -EINVAL;
     }
@@ -469,10 +872,21 @@ int iso_child_main(void *arg)
         }
     }
 
+    /* The mount plan (its context lives on this stack: the parent's memory is shared, so no statics). */
+    struct op_ctx ctx = { -1, 0, "/proc/self/fd", "/proc/self/ns/user", 0 };
+    /* fs mounts fchdir to their target: remember the cwd to come back to when nothing pivots. */
+    long cwd_fd = req->nops > 0 ? iso_sys4(SYS_openat, AT_FDCWD, ".", O_PATH | O_DIRECTORY | O_CLOEXEC, 0) : -1;
     for (uint32_t i = 0; i < req->nops; i++) {
         int detail = 0;
-        if ((rc = run_op(req, &req->ops[i], &detail)) < 0)
+        if ((rc = run_op(req, &ctx, &req->ops[i], &detail)) < 0)
             fail(req, ISO_STEP_MOUNT_OP, (int)i, rc, detail);
+    }
+    if (ctx.root_fd >= 0)
+        iso_sys1(SYS_close, ctx.root_fd);
+    if (cwd_fd >= 0) {
+        if (!ctx.pivoted)
+            iso_sys1(SYS_fchdir, cwd_fd);
+        iso_sys1(SYS_close, cwd_fd);
     }
 
     if (req->hostname != 0 && (rc = iso_sys2(SYS_sethostname, req->hostname, iso_strlen(req->hostname))) < 0)

@@ -15,23 +15,34 @@
 
 #define ISO_ABI_VERSION 2
 
-/* Kinds of mount-plan operation, executed in order in the child's new mount namespace. */
+/* Kinds of mount-plan operation, executed in order in the child's new mount namespace. Paths are host
+ * paths, or with ISO_OPF_IN_ROOT paths inside the root ISO_OP_OPEN_ROOT opened (resolved with openat2
+ * RESOLVE_IN_ROOT, so symlinks never lead out of it). Needs Linux 5.12 (openat2, open_tree, move_mount,
+ * mount_setattr). */
 enum iso_op_kind {
     ISO_OP_MOUNT = 1,        /* mount(s1 source, s2 target, s3 fstype, mount_flags, s4 data) */
     ISO_OP_BIND = 2,         /* bind s1 on s2; flags: ISO_OPF_RECURSIVE, ISO_OPF_READONLY, ISO_OPF_OPTIONAL;
                                 mount_flags: extra MS_NOSUID/MS_NODEV/... applied with the read-only remount */
-    ISO_OP_MKDIR = 3,        /* mkdir -p s2 with mode n1 */
+    ISO_OP_MKDIR = 3,        /* mkdir -p s2; parents 0755, s2 itself exactly mode n1 when created */
     ISO_OP_SYMLINK = 4,      /* symlink(s1 target, s2 linkpath) */
     ISO_OP_WRITE_FILE = 5,   /* create s2 with mode n1 and write n2 bytes from s1 */
     ISO_OP_CHMOD = 6,        /* chmod(s2, n1) */
-    ISO_OP_REMOUNT = 7,      /* remount s2 with mount_flags (bind remount), recursive with ISO_OPF_RECURSIVE */
+    ISO_OP_REMOUNT = 7,      /* set mount_flags (and read-only with ISO_OPF_READONLY) on the mount at s2 with
+                                mount_setattr, its submounts too with ISO_OPF_RECURSIVE */
     ISO_OP_PIVOT_ROOT = 8,   /* pivot_root into s2 and detach the old root; ISO_OPF_READONLY remounts / ro */
     ISO_OP_MASK = 9,         /* hide s2: /dev/null over a file, an empty read-only tmpfs over a directory */
-    ISO_OP_PROPAGATION = 10, /* mount(NULL, s2, NULL, mount_flags (MS_PRIVATE|MS_SLAVE|MS_SHARED [|MS_REC])) */
+    ISO_OP_PROPAGATION = 10, /* propagation of s2: mount_flags MS_PRIVATE|MS_SLAVE|MS_SHARED [|MS_REC] */
     ISO_OP_TOUCH = 11,       /* create an empty file s2 (mode n1) if missing, creating parents 0755 */
     ISO_OP_COPY_FD = 12,     /* create s2 with mode n1 and copy the contents of fd n2 into it */
     ISO_OP_MOUNT_SETATTR = 13, /* mount_setattr(s2, AT_RECURSIVE?, attr_set n1, attr_clr n2, userns fd = -1) */
     ISO_OP_IDMAP = 14,       /* idmapped bind mount of s1 on s2 using the child's own user namespace */
+    ISO_OP_OVERLAY = 15,     /* overlay on s2: lower layers s1 (n2 NUL-separated paths), upper s3 + work s4,
+                                or ISO_OPF_TMPFS_UPPER (tmpfs of n1 bytes, 0: default), or neither (read-only);
+                                mount_flags: MS_RDONLY/MS_NOSUID/MS_NODEV */
+    ISO_OP_OPEN_ROOT = 16,   /* open the new root s2: later ISO_OPF_IN_ROOT paths resolve inside it
+                                (openat2 RESOLVE_IN_ROOT); s1: the /proc/self/fd dir, s3: /proc/self/ns/user */
+    ISO_OP_PIVOT_BASE = 17,  /* mount a tmpfs base on s2 with newroot/ and oldroot/, pivot_root into it: the
+                                host's root is then /oldroot (bubblewrap's layout) */
 };
 
 /* iso_op.flags */
@@ -39,6 +50,9 @@ enum iso_op_kind {
 #define ISO_OPF_READONLY   0x2u
 #define ISO_OPF_OPTIONAL   0x4u  /* skip when the source is missing */
 #define ISO_OPF_MKTARGET   0x8u  /* create the target (dir or file, like the source) when missing */
+#define ISO_OPF_IN_ROOT    0x10u /* s2 is a path inside the new root (resolved with RESOLVE_IN_ROOT) */
+#define ISO_OPF_SOURCE_IN_ROOT 0x20u /* s1 (and an overlay's layers) too */
+#define ISO_OPF_TMPFS_UPPER 0x40u /* overlay: a throw-away tmpfs upper layer */
 
 struct iso_op {
     uint32_t kind;

@@ -68,6 +68,12 @@ static inline long iso_sys6(long n, long a, long b, long c, long d, long e, long
 #ifndef SYS_move_mount
 #define SYS_move_mount 429
 #endif
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+#ifndef SYS_fchmodat2
+#define SYS_fchmodat2 452
+#endif
 #ifndef SYS_pivot_root
 #define SYS_pivot_root 155
 #endif

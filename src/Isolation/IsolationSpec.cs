@@ -352,6 +352,7 @@ public sealed unsafe partial class IsolationSpec
                 string sub = error.detail switch
                 {
                     1 => " (creating the target)",
+                    2 when op.Operation.Kind == NativeOpKind.Idmap => " (idmapping it)",
                     2 => " (making it read-only)",
                     3 => " (opening it)",
                     4 => " (writing it)",
@@ -411,13 +412,21 @@ public sealed unsafe partial class IsolationSpec
 
     private static string? MountHint(MountOperation op, int errno) => errno switch
     {
-        _ when errno == ENOENT && op.Kind == NativeOpKind.Bind => $"the source '{op.Source}' does not exist; use optional: true to skip a missing source",
+        _ when errno == ENOENT && op.Kind is NativeOpKind.Bind or NativeOpKind.Idmap => $"the source '{op.Source}' does not exist; use optional: true to skip a missing source",
+        _ when errno == ENOENT && op.Kind == NativeOpKind.Overlay => "a layer, the upper or the work directory does not exist",
+        _ when op.Kind == NativeOpKind.Idmap && (errno == EPERM || errno == EINVAL || errno == EOPNOTSUPP) => "the kernel lets only a process privileged over the file system's own user namespace create idmapped mounts of it, and the sandbox's setup runs inside the new user namespace: host file systems cannot be idmapped from there (it works for file systems mounted inside the sandbox); the file system must also support idmapping (ext4, xfs, btrfs, tmpfs on Linux 6.3+)",
         _ when errno == ENOENT => "the path or one of its parents does not exist",
         _ when errno == EPERM && op.FsType == "proc" => "mounting proc needs a PID namespace owned by the sandbox's user namespace and a host /proc that is not partly hidden (e.g. inside a container with masked /proc paths)",
         _ when errno == EPERM => "a user namespace may mount only some file systems (tmpfs, proc, sysfs, bind mounts) and cannot clear flags the host set (ro, nosuid, nodev)",
         _ when errno == EACCES => "permission denied on the path; an unprivileged sandbox can only bind what its user can read",
         _ when errno == ENOTDIR => "a component of the path is not a directory",
         _ when errno == EINVAL && op.Kind == NativeOpKind.PivotRoot => "pivot_root needs the new root to be a mount point on a private mount",
+        _ when op.Kind == NativeOpKind.Overlay && errno == EINVAL => "overlayfs refused the layers: the work directory must be empty and on the same file system as the upper one, layers must not overlap, and a read-only overlay needs two lower layers",
+        _ when op.Kind == NativeOpKind.Overlay && errno == EBUSY => "the upper or work directory is already used by another overlay",
+        _ when errno == EINVAL && op.Kind is NativeOpKind.Remount or NativeOpKind.Propagation or NativeOpKind.MountSetattr => "the path is not a mount point: bind or mount something there first",
+        _ when errno == ENOSYS => "this kernel lacks openat2/mount_setattr/open_tree (Linux 5.12 or newer is needed for mount plans)",
+        _ when errno == ELOOP => "too many symbolic links while resolving the path inside the new root",
+        _ when errno == EROFS => "the path is on a read-only mount; create it before making its parent read-only, or bind a writable directory there",
         _ => null,
     };
 
@@ -429,14 +438,26 @@ public sealed unsafe partial class IsolationSpec
     }
 
     /// <summary>
-    /// Turns the user's mount plan into the shim's op list: the root propagation first, then the new root
-    /// made a mount point, the user's operations with targets moved under the new root, and pivot_root last.
+    /// Turns the user's mount plan into the shim's op list: the root propagation first; with a new root, the
+    /// root made a mount point and opened (so later targets resolve inside it, never out of it); the user's
+    /// operations, in order; pivot_root last. With <see cref="MountPlanBuilder.EmptyRoot"/> the child first
+    /// pivots into a tmpfs base as bubblewrap does, so host sources are then named <c>/oldroot/...</c>.
+    /// Throws <see cref="ArgumentException"/> for combinations only the whole spec can judge.
     /// </summary>
     internal static CompiledOp[] CompileMounts(BuilderState state)
     {
         var ops = new List<CompiledOp>();
         if (!state.Namespaces.HasFlag(Namespaces.Mount))
             return [];
+        foreach (MountOperation op in state.Mounts)
+        {
+            // Without a new root, Dev("/dev") would cover the very device nodes it binds from.
+            if (state.Root is null && op.Kind == NativeOpKind.Bind && op.Description.StartsWith("dev on ", StringComparison.Ordinal)
+                && op.Target![..op.Target!.LastIndexOf('/')] == "/dev")
+                throw new ArgumentException("Dev(\"/dev\") needs a new root: on the host's tree it would hide the device nodes it binds from. Use Root(dir) or EmptyRoot().Bind(\"/\", \"/\") before Dev(), or mount it elsewhere.");
+            if (op.Kind == NativeOpKind.Idmap && !state.Namespaces.HasFlag(Namespaces.User))
+                throw new ArgumentException($"'{op.Description}' requires Namespaces.User: an idmapped mount maps owners through the sandbox's user namespace. Add it and a uid/gid map.");
+        }
         if (state.Propagation != MountPropagation.Unchanged)
         {
             ulong flags = (ulong)MS_REC | state.Propagation switch
@@ -447,28 +468,53 @@ public sealed unsafe partial class IsolationSpec
             };
             ops.Add(new(new(NativeOpKind.Propagation, $"make / {state.Propagation.ToString().ToLowerInvariant()}", Target: "/", MountFlags: flags), 0));
         }
+
         string? root = state.Root;
+        string hostPrefix = "";
+        if (root == MountPlanBuilder.TmpfsRoot)
+        {
+            // bubblewrap's layout: a tmpfs base on /tmp (in our namespace only) holds newroot/ and oldroot/.
+            ops.Add(new(new(NativeOpKind.PivotBase, "pivot into a tmpfs base on /tmp", Target: "/tmp"), 0));
+            root = "/newroot";
+            hostPrefix = "/oldroot";
+        }
         if (root is not null)
-            ops.Add(new(new(NativeOpKind.Bind, $"bind the new root {root} onto itself", root, root, Flags: NativeOpFlags.Recursive), 0));
+        {
+            ops.Add(new(new(NativeOpKind.Bind, $"bind the new root {Shown(state.Root!)} onto itself", root, root, Flags: NativeOpFlags.Recursive), 0));
+            ops.Add(new(new(NativeOpKind.OpenRoot, $"open the new root {Shown(state.Root!)}", hostPrefix + "/proc/self/fd", root, hostPrefix + "/proc/self/ns/user"), 0));
+        }
         for (int i = 0; i < state.Mounts.Length; i++)
         {
             MountOperation op = state.Mounts[i];
+            bool hostSource = op.Kind is NativeOpKind.Bind or NativeOpKind.Idmap or NativeOpKind.Mask && !op.SourceInsideRoot;
             if (root is not null)
             {
                 op = op with
                 {
-                    Target = op.Target is null ? null : UnderRoot(root, op.Target),
-                    Source = op.SourceInsideRoot && op.Source is not null ? UnderRoot(root, op.Source) : op.Source,
+                    Flags = op.Flags | (op.Target is not null ? NativeOpFlags.InRoot : 0) | (op.SourceInsideRoot ? NativeOpFlags.SourceInRoot : 0),
+                    Source = hostSource && op.Source is not null ? hostPrefix + op.Source : op.Source,
                 };
             }
-            ops.Add(new(op, i + 1));
+            if (op.Kind == NativeOpKind.Overlay)
+            {
+                // s1: the layers, NUL-separated; s3/s4: upper and work (host paths).
+                string prefix = root is null ? "" : hostPrefix;
+                op = op with
+                {
+                    Contents = Encoding.UTF8.GetBytes(string.Join('\0', op.Layers.Select(l => prefix + l))),
+                    N2 = op.Layers.Length,
+                    FsType = op.UpperDir is null ? null : prefix + op.UpperDir,
+                    Data = op.WorkDir is null ? null : prefix + op.WorkDir,
+                };
+            }
+            ops.Add(new(op, op.Call > 0 ? op.Call : i + 1));
         }
         if (root is not null)
-            ops.Add(new(new(NativeOpKind.PivotRoot, $"pivot_root into {root}", Target: root, Flags: state.ReadOnlyRoot ? NativeOpFlags.ReadOnly : 0), 0));
+            ops.Add(new(new(NativeOpKind.PivotRoot, $"pivot_root into {Shown(state.Root!)}", Target: root, Flags: state.ReadOnlyRoot ? NativeOpFlags.ReadOnly : 0), 0));
         return [.. ops];
     }
 
-    private static string UnderRoot(string root, string path) => root.TrimEnd('/') + path;
+    private static string Shown(string root) => root == MountPlanBuilder.TmpfsRoot ? "(empty tmpfs)" : root;
 
     /// <summary>A compiled op and the 1-based number of the user's operation it came from (0: implicit).</summary>
     internal readonly record struct CompiledOp(MountOperation Operation, int UserIndex);

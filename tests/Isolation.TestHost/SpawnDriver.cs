@@ -73,6 +73,15 @@ internal static class SpawnDriver
                 "--map-users" => Range(Next(), (x, y, z) => b.MapUsers(x, y, z)),
                 "--map-groups" => Range(Next(), (x, y, z) => b.MapGroups(x, y, z)),
                 "--proc" => b.WithMounts(m => m.Proc(Next())),
+                "--root" => b.WithMounts(m => m.Root(Next())),
+                "--empty-root" => b.WithMounts(m => m.EmptyRoot()),
+                "--bind" => Pair(Next(), (s, d) => b.WithMounts(m => m.Bind(s, d))),
+                "--ro-bind" => Pair(Next(), (s, d) => b.WithMounts(m => m.BindReadOnly(s, d))),
+                "--tmpfs" => b.WithMounts(m => m.Tmpfs(Next())),
+                "--dev" => b.WithMounts(m => m.Dev(Next())),
+                "--tmp-overlay" => Pair(Next(), (d, lower) => b.WithMounts(m => m.TmpOverlay(d, [lower]))),
+                "--file" => Pair(Next(), (path, text) => b.WithMounts(m => m.File(path, text))),
+                "--mask-defaults" => b.WithMounts(m => m.ContainerDefaults()),
                 "--hostname" => b.WithHostname(Next()),
                 "--init" => b.WithInit(),
                 "--die-with-parent" => b.WithDieWithParent(),
@@ -105,6 +114,12 @@ internal static class SpawnDriver
     {
         uint[] parts = text.Split(':').Select(uint.Parse).ToArray();
         return apply(parts[0], parts[1], parts[2]);
+    }
+
+    private static NamespaceBuilder Pair(string text, Func<string, string, NamespaceBuilder> apply)
+    {
+        int colon = text.IndexOf(':');
+        return apply(text[..colon], text[(colon + 1)..]);
     }
 
     private static int CountFds() => Directory.GetFiles("/proc/self/fd").Length;

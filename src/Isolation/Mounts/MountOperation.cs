@@ -17,6 +17,9 @@ internal enum NativeOpKind : uint
     CopyFd = 12,
     MountSetattr = 13,
     Idmap = 14,
+    Overlay = 15,
+    OpenRoot = 16,
+    PivotBase = 17,
 }
 
 /// <summary><c>iso_op.flags</c>.</summary>
@@ -28,6 +31,9 @@ internal enum NativeOpFlags : uint
     ReadOnly = 0x2,
     Optional = 0x4,
     MakeTarget = 0x8,
+    InRoot = 0x10,
+    SourceInRoot = 0x20,
+    TmpfsUpper = 0x40,
 }
 
 /// <summary>
@@ -49,4 +55,16 @@ internal sealed record MountOperation(
 {
     /// <summary>Whether <see cref="Source"/> is a path in the sandbox's new root rather than on the host.</summary>
     public bool SourceInsideRoot { get; init; }
+
+    /// <summary>The 1-based number of the builder call that produced this operation (one call may add several, like <c>Dev</c>).</summary>
+    public int Call { get; init; }
+
+    /// <summary>An overlay's lower layers, top first (host paths).</summary>
+    public System.Collections.Immutable.ImmutableArray<string> Layers { get; init; } = [];
+
+    /// <summary>An overlay's upper directory (host path), or null.</summary>
+    public string? UpperDir { get; init; }
+
+    /// <summary>An overlay's work directory (host path), or null.</summary>
+    public string? WorkDir { get; init; }
 }

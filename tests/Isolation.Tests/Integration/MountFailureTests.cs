@@ -1,0 +1,73 @@
+using Isolation.Mounts;
+using Isolation.Tests.Infrastructure;
+using static Isolation.Tests.Integration.MountRun;
+
+namespace Isolation.Tests.Integration;
+
+/// <summary>Failed mount plans: the error names the operation as written, and nothing is left behind. Run alone, so the child count is ours.</summary>
+[Collection(LeakChecks.Name)]
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class MountFailureTests : IDisposable
+{
+    private readonly BusyboxRoot _root = new();
+    private readonly List<string> _temps = [];
+    private readonly string[] _hostMountsBefore = HostMounts();
+    private readonly int[] _childrenBefore = Host.Children();
+
+    public void Dispose()
+    {
+        _root.Dispose();
+        foreach (string t in _temps)
+            BusyboxRoot.DeleteTree(t);
+        Assert.Equal(_hostMountsBefore, HostMounts());
+        Assert.Equal(_childrenBefore, Host.Children());
+    }
+
+    private string Temp()
+    {
+        string path = BusyboxRoot.NewTempDirectory("isolation-mount-");
+        _temps.Add(path);
+        return path;
+    }
+
+    private NamespaceBuilder InRoot(Action<MountPlanBuilder> plan) => Rootless.WithMounts(m => plan(m.Root(_root.Path)));
+
+    [Fact]
+    public async Task A_failed_operation_names_the_call_and_leaves_no_mount_or_process_behind()
+    {
+        var e = await Assert.ThrowsAsync<SandboxSetupException>(() => ShAsync(
+            InRoot(m => m.Tmpfs("/tmp").Dev().Bind("/nonexistent/isolation-source", "/data")), "true"));
+
+        Assert.Equal(SetupStep.Mount, e.Step);
+        Assert.Equal(3, e.MountIndex);
+        Assert.Contains("mount #3: bind /nonexistent/isolation-source on /data", e.Message);
+        Assert.Equal("ENOENT", e.ErrnoName);
+        Assert.Contains("optional", e.Hint);
+    }
+
+    [Fact]
+    public async Task An_idmapped_bind_of_a_host_file_system_is_refused_with_a_reason_and_leaves_nothing_behind()
+    {
+        // The kernel wants CAP_SYS_ADMIN over the file system's user namespace (mount_setattr(2)); the
+        // sandbox's setup runs inside the new user namespace, so a host file system cannot be idmapped there.
+        string dir = Temp();
+
+        var e = await Assert.ThrowsAsync<SandboxSetupException>(() => ShAsync(InRoot(m => m.Tmpfs("/tmp").IdmappedBind(dir, "/mapped")), "true"));
+
+        Assert.Equal(2, e.MountIndex);
+        Assert.Contains($"idmapped bind {dir} on /mapped (idmapping it)", e.Message);
+        Assert.Equal("EPERM", e.ErrnoName);
+        Assert.Contains("user namespace", e.Hint);
+    }
+
+    [Fact]
+    public async Task A_failure_after_the_first_pivot_of_an_empty_root_leaves_nothing_behind()
+    {
+        var e = await Assert.ThrowsAsync<SandboxSetupException>(() => ShAsync(Rootless.WithMounts(m => m
+            .EmptyRoot().Bind("/usr", "/usr").Chmod("/missing", 0x1ED)), "true"));
+
+        Assert.Equal(2, e.MountIndex);
+        Assert.Contains("chmod 755 /missing", e.Message);
+        Assert.Equal("ENOENT", e.ErrnoName);
+    }
+}
