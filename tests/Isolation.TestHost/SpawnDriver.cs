@@ -93,7 +93,6 @@ internal static class SpawnDriver
                 "--cgroup-best-effort" => b.WithCgroup(c => c.BestEffort()),
                 // security (tests/Isolation.Tests/Integration/Security*.cs, Escape*.cs)
                 "--untrusted" => Isolation.Security.UntrustedCodePreset.Apply(b),
-                "--ro-bind" => b.WithMounts(m => m.BindReadOnly(options[i + 1], options[(i += 2)])),
                 "--setenv" => b.WithEnvironment(e => e.Set(options[i + 1], options[(i += 2)])),
                 "--stdin-file" => b.WithStandardInput(Stdio.File(Next())),
                 "--cap-drop" => b.WithSecurity(s => s.DropCapabilities(Next())),

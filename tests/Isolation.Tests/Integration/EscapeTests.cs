@@ -52,7 +52,7 @@ public sealed partial class EscapeTests(ITestOutputHelper output) : IDisposable
         File.SetUnixFileMode(MarkerFile, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
 
         SpawnOutcome outcome = TestHostRunner.SpawnUnprivileged(
-            ["--untrusted", "--ro-bind", TestHostRunner.Directory, TestHostRunner.Directory, "--setenv", "DOTNET_EnableDiagnostics", "0",
+            ["--untrusted", "--ro-bind", TestHostRunner.Directory + ":" + TestHostRunner.Directory, "--setenv", "DOTNET_EnableDiagnostics", "0",
              .. pty is null ? Array.Empty<string>() : ["--stdin-file", pty.SlavePath],
              "--", TestHostRunner.Executable, .. Arguments()]);
 

@@ -307,7 +307,7 @@ public sealed class SecurityTests
     {
         Host.RequireUnprivilegedRunner();
 
-        SpawnOutcome outcome = TestHostRunner.SpawnUnprivileged("--untrusted", "--ro-bind", TestHostRunner.Directory, TestHostRunner.Directory,
+        SpawnOutcome outcome = TestHostRunner.SpawnUnprivileged("--untrusted", "--ro-bind", TestHostRunner.Directory + ":" + TestHostRunner.Directory,
             "--setenv", "DOTNET_EnableDiagnostics", "0", "--", TestHostRunner.Executable, "report");
 
         Assert.True(outcome.Started, $"{outcome.Error?.Message}{outcome.ArgumentError}");
