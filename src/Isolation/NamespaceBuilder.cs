@@ -208,10 +208,6 @@ public sealed class NamespaceBuilder
     /// </summary>
     public static NamespaceBuilder ForUntrustedCode() => UntrustedCodePreset.Apply(new NamespaceBuilder());
 
-    /// <summary>Appends raw mount operations (the preset's /proc hardening, which the public plan API does not offer).</summary>
-    internal NamespaceBuilder WithMountOperations(IEnumerable<MountOperation> operations) =>
-        With(_state with { Mounts = _state.Mounts.AddRange(operations) });
-
     // --- end security ---
 
     /// <summary>Log each setup step at Debug level.</summary>

@@ -56,49 +56,9 @@ public static class UntrustedCodePreset
     /// <summary>A memory limit: for the cgroup hook.</summary>
     public const long DefaultMemoryMax = 512L * 1024 * 1024;
 
-    private static readonly string[] ProcReadOnly = ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs"];
-
-    private static readonly string[] ProcMasked =
-        ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/latency_stats", "/proc/acpi", "/proc/scsi", "/proc/asound", "/proc/kallsyms"];
-
     private static readonly string[] EtcFiles =
         ["/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf",
          "/etc/hosts", "/etc/localtime", "/etc/alternatives", "/etc/ssl", "/etc/ca-certificates"];
-
-    private static readonly string[] Devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"];
-
-    private static readonly Lazy<string> EmptyRoot = new(() => OperatingSystem.IsLinux() ? CreateEmptyRoot() : throw new PlatformNotSupportedException("Isolation runs on Linux."));
-
-    /// <summary>
-    /// The host directory the sandbox pivots into. Nothing is ever written to it: the child mounts a tmpfs
-    /// over it in its own mount namespace. One per user, reused; a fresh one when the shared name is taken
-    /// by something that is not our own plain directory (a symlink planted by another user, say).
-    /// </summary>
-    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
-    private static string CreateEmptyRoot()
-    {
-        uint euid = geteuid();
-        string path = Path.Combine(Path.GetTempPath(), $"isolation-empty-root-{euid}");
-        try
-        {
-            const UnixFileMode Private = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
-            var dir = Directory.CreateDirectory(path, Private);
-            // Not a symlink, and ours: chmod(2) succeeds only for the owner (or root, for whom a directory
-            // that is only ever mounted over in the child's own namespace is harmless either way).
-            if (dir.LinkTarget is null)
-            {
-                File.SetUnixFileMode(path, Private);
-                return path;
-            }
-        }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
-        return Directory.CreateTempSubdirectory("isolation-root-").FullName;
-    }
 
     /// <summary>Applies the preset to <paramref name="builder"/> (replacing its namespaces, identity and security; appending to its mounts).</summary>
     public static NamespaceBuilder Apply(NamespaceBuilder builder)
@@ -115,7 +75,6 @@ public static class UntrustedCodePreset
             .WithEnvironment(e => e.Clear().Set("PATH", SearchPath).Set("HOME", "/tmp").Set("TMPDIR", "/tmp").Set("LANG", "C.UTF-8"))
             .WithWorkingDirectory("/")
             .WithMounts(Mounts)
-            .WithMountOperations(ProcHardening())
             .WithSecurity(s => s
                 .DropAllCapabilities()
                 .WithSecureBits(SecureBits.SECBIT_NOROOT | SecureBits.SECBIT_NOROOT_LOCKED
@@ -141,8 +100,8 @@ public static class UntrustedCodePreset
 
     private static void Mounts(MountPlanBuilder m)
     {
-        m.Root(EmptyRoot.Value, readOnly: true)
-            .Tmpfs("/", mode: 0x1ED);
+        // An empty tmpfs root, read-only once built: nothing of the host is reachable but what is bound in.
+        m.EmptyRoot(readOnly: true);
         foreach (string top in new[] { "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32" })
         {
             var info = new FileInfo(top);
@@ -155,31 +114,8 @@ public static class UntrustedCodePreset
         foreach (string path in EtcFiles)
             m.BindReadOnly(path, path, optional: true);
         m.Tmpfs("/tmp", mode: 0x3FF /* 01777 */)
-            .Tmpfs("/dev", mode: 0x1ED);
-        foreach (string device in Devices)
-            m.DevBind(device, device, optional: true);
-        m.Tmpfs("/dev/shm", mode: 0x3FF)
-            .Symlink("/proc/self/fd", "/dev/fd")
-            .Symlink("/proc/self/fd/0", "/dev/stdin")
-            .Symlink("/proc/self/fd/1", "/dev/stdout")
-            .Symlink("/proc/self/fd/2", "/dev/stderr")
-            .Proc("/proc");
-    }
-
-    /// <summary>
-    /// Container engines' masked and read-only /proc paths, as raw operations: a read-only bind of the
-    /// sandbox's own /proc entry onto itself, and ISO_OP_MASK (/dev/null over a file, an empty read-only
-    /// tmpfs over a directory).
-    /// </summary>
-    private static IEnumerable<MountOperation> ProcHardening()
-    {
-        foreach (string path in ProcReadOnly)
-        {
-            yield return new MountOperation(NativeOpKind.Bind, $"ro-bind {path} (proc hardening)", path, path,
-                MountFlags: (ulong)(MS_NOSUID | MS_NODEV | MS_NOEXEC),
-                Flags: NativeOpFlags.Recursive | NativeOpFlags.ReadOnly | NativeOpFlags.Optional) { SourceInsideRoot = true };
-        }
-        foreach (string path in ProcMasked)
-            yield return new MountOperation(NativeOpKind.Mask, $"mask {path} (proc hardening)", Target: path);
+            .Dev("/dev")
+            .Proc("/proc")
+            .ContainerDefaults(); // container engines' masked and read-only /proc and /sys paths
     }
 }
