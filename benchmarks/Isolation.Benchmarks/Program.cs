@@ -12,11 +12,14 @@ namespace Isolation.Benchmarks;
 /// Runs the suite (see benchmarks/README.md). Must run as a user who may create the namespaces (root, or
 /// with unprivileged user namespaces enabled).
 ///
-///   --quick          a short job per row (a few minutes), then the allocation and scale reports
+///   --quick          a short job per row (a few minutes), then the ratio, allocation and scale reports
 ///   (no mode)        BenchmarkDotNet's default job (the full run), then the reports
 ///   --smoke          CI: BenchmarkDotNet's dry job (one invocation per row), the smallest parameters,
 ///                    the reports at small N. Times are meaningless; it proves every row still runs.
+///   --ratios         only the target ratios, interleaved so that load from other processes cancels out
+///                    (with --quick: 200 rounds; with --smoke: 5; else 1000)
 ///   --alloc-report   only the allocation breakdown
+///   --loop CONFIG N  N spawns of one configuration and nothing else, for strace -c -f and perf
 ///   --scale-report   only the memory-per-sandbox table
 /// Any other argument goes to BenchmarkDotNet (--filter '*Tool*', --list flat, ...).
 /// </summary>
@@ -28,12 +31,18 @@ public static class Program
         string mode = Take(rest, "--smoke") ? "smoke" : Take(rest, "--quick") ? "quick" : "full";
         bool allocOnly = Take(rest, "--alloc-report");
         bool scaleOnly = Take(rest, "--scale-report");
+        bool ratiosOnly = Take(rest, "--ratios");
+        int loop = rest.IndexOf("--loop");
+        if (loop >= 0 && loop + 2 < rest.Count)
+            return Loop(Enum.Parse<Config>(rest[loop + 1]), int.Parse(rest[loop + 2], System.Globalization.CultureInfo.InvariantCulture));
         bool noReports = Take(rest, "--no-reports");
         Environment.SetEnvironmentVariable(Programs.ModeVariable, mode); // inherited by the benchmark processes
         int[] fleetSizes = mode == "smoke" ? [10] : [100, 1000];
 
-        if (allocOnly || scaleOnly)
+        if (allocOnly || scaleOnly || ratiosOnly)
         {
+            if (ratiosOnly)
+                RatioReport.Run(mode == "smoke" ? 5 : mode == "quick" ? 200 : 1000);
             if (allocOnly)
                 AllocationReport.Run();
             if (scaleOnly)
@@ -67,10 +76,28 @@ public static class Program
 
         if (!noReports)
         {
+            RatioReport.Run(mode == "smoke" ? 5 : mode == "quick" ? 200 : 1000);
             AllocationReport.Run();
             ScaleReport.Run(fleetSizes);
         }
         return failed ? 1 : 0;
+    }
+
+    /// <summary>
+    /// <c>--loop CONFIG N</c>: N start-to-exit cycles of the static no-op, nothing else, to run under
+    /// <c>strace -c -f</c> or <c>perf record -g</c>. Prints the mean.
+    /// </summary>
+    private static int Loop(Config config, int count)
+    {
+        IsolationSpec spec = Sandboxes.Spec(config);
+        string noop = Programs.Noop;
+        for (int i = 0; i < 20; i++)
+            Sandboxes.RunToExit(spec, noop);
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        for (int i = 0; i < count; i++)
+            Sandboxes.RunToExit(spec, noop);
+        Console.WriteLine($"{config}: {count} spawns, mean {sw.Elapsed.TotalMicroseconds / count:F0} µs");
+        return 0;
     }
 
     private static bool Take(List<string> args, string flag) => args.Remove(flag);

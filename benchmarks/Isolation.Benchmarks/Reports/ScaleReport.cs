@@ -6,8 +6,9 @@ namespace Isolation.Benchmarks.Reports;
 
 /// <summary>
 /// <c>--scale-report</c>: memory per idle sandbox. Starts N sandboxes (see <see cref="Fleet"/>), then reads
-/// the processes' own resident and page-table memory from /proc/PID/status and the kernel's from
-/// /proc/meminfo (Slab, KernelStack, PageTables before and after). meminfo is system-wide: on a shared
+/// the processes' proportional set size (PSS: shared pages, such as the init's memfd text, divided among
+/// their users) from /proc/PID/smaps_rollup, their page tables from /proc/PID/status, and the kernel's
+/// memory from /proc/meminfo (Slab, KernelStack, PageTables before and after). meminfo is system-wide: on a shared
 /// machine other processes add noise, which the per-process columns do not have.
 /// </summary>
 internal static class ScaleReport
@@ -17,7 +18,7 @@ internal static class ScaleReport
         Console.WriteLine();
         Console.WriteLine("## Sandboxes alive at once (user+pid+mount+/proc, isolation-init as PID 1, idle static payload)");
         Console.WriteLine();
-        Console.WriteLine("| N | start all | per start | tear down all | per sandbox: RSS init+payload | page tables | kernel (Slab+KernelStack+PageTables, meminfo Δ) | MemAvailable Δ |");
+        Console.WriteLine("| N | start all | per start | tear down all | per sandbox: PSS init+payload (RSS) | page tables | kernel (Slab+KernelStack+PageTables, meminfo Δ) | MemAvailable Δ |");
         Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (int n in counts)
             One(n);
@@ -38,12 +39,13 @@ internal static class ScaleReport
         Thread.Sleep(500); // let the payloads reach pause()
         Dictionary<string, long> after = MemInfo();
 
-        long rssKb = 0, pteKb = 0, processes = 0;
+        long pssKb = 0, rssKb = 0, pteKb = 0, processes = 0;
         foreach (IsolatedProcess p in fleet.Alive)
         {
             foreach (int pid in Tree(p.Id))
             {
                 (long rss, long pte) = Status(pid);
+                pssKb += Pss(pid);
                 rssKb += rss;
                 pteKb += pte;
                 processes++;
@@ -58,7 +60,7 @@ internal static class ScaleReport
         long availableKb = -Delta(before, after, "MemAvailable");
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"| {n} | {start.TotalMilliseconds:F0} ms | {start.TotalMicroseconds / n:F0} µs | {teardown.TotalMilliseconds:F0} ms | " +
-            $"{(double)rssKb / n:F0} KiB ({processes / (double)n:F1} processes) | {(double)pteKb / n:F0} KiB | {(double)kernelKb / n:F0} KiB | {(double)availableKb / n:F0} KiB |"));
+            $"{(double)pssKb / n:F0} KiB ({(double)rssKb / n:F0} KiB), {processes / (double)n:F1} processes | {(double)pteKb / n:F0} KiB | {(double)kernelKb / n:F0} KiB | {(double)availableKb / n:F0} KiB |"));
     }
 
     private static void Settle()
@@ -103,6 +105,22 @@ internal static class ScaleReport
         {
         }
         return (rss, pte);
+    }
+
+    private static long Pss(int pid)
+    {
+        try
+        {
+            foreach (string line in File.ReadLines($"/proc/{pid}/smaps_rollup"))
+            {
+                if (line.StartsWith("Pss:", StringComparison.Ordinal))
+                    return Kb(line);
+            }
+        }
+        catch (IOException)
+        {
+        }
+        return 0;
     }
 
     private static Dictionary<string, long> MemInfo()

@@ -25,6 +25,7 @@ internal sealed class SpawnsPerSecondColumn : IColumn
         return meanNs is > 0 ? (1e9 / meanNs.Value).ToString("N0", System.Globalization.CultureInfo.InvariantCulture) : "-";
     }
 
-    public bool IsAvailable(Summary summary) => true;
+    // Not for the scale rows, whose operation is a whole fleet.
+    public bool IsAvailable(Summary summary) => summary.BenchmarksCases.Any(b => b.Descriptor.Type != typeof(ScaleBenchmarks));
     public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
 }

@@ -1,0 +1,86 @@
+using System.Diagnostics;
+using System.Globalization;
+using Isolation.Benchmarks.Infrastructure;
+
+namespace Isolation.Benchmarks.Reports;
+
+/// <summary>
+/// <c>--ratios</c>: the issue's target ratios, measured so that load from other processes cancels out.
+/// BenchmarkDotNet runs one row after another, so a build that starts halfway through skews the ratio;
+/// here every round runs each contender once, in rotating order, and the table compares medians of the
+/// same rounds. Run it first with a small caller, then again in the same process with 512 MiB resident.
+/// </summary>
+internal static class RatioReport
+{
+    public static void Run(int rounds)
+    {
+        string noop = Programs.Noop;
+        using var floorNoop = new Floor.Command(noop);
+        using var unshare = new Floor.Command(Programs.Unshare, "--user", "--pid", "--map-root-user", "--mount-proc", "--fork", noop);
+        using var bwrap = new Floor.Command(Programs.Bwrap, "--unshare-user", "--unshare-pid", "--uid", "0", "--gid", "0",
+            "--dev-bind", "/", "/", "--proc", "/proc", noop);
+        IsolationSpec none = Sandboxes.Spec(Config.None);
+        IsolationSpec target = Sandboxes.Spec(Config.UserPidMountProc);
+        (ulong flags, int floorFlags) = Sandboxes.FloorArgs(Config.UserPidMountProc);
+
+        var contenders = new (string Name, Action Run)[]
+        {
+            ("none: Process.Start", () => Sandboxes.ProcessStartToExit(noop)),
+            ("none: Isolation", () => Sandboxes.RunToExit(none, noop)),
+            ("none: C floor", () => floorNoop.Run()),
+            ("user+pid+mount+proc: Isolation", () => Sandboxes.RunToExit(target, noop)),
+            ("user+pid+mount+proc: C floor", () => floorNoop.Run(flags, floorFlags)),
+            ("user+pid+mount+proc: unshare", () => unshare.Run()),
+            ("user+pid+mount+proc: bwrap", () => bwrap.Run()),
+        };
+
+        Console.WriteLine();
+        Console.WriteLine($"## Target ratios (static no-op payload, {rounds} interleaved rounds, medians)");
+        foreach (int mib in new[] { 0, 512 })
+        {
+            byte[]? ballast = Ballast.Allocate(mib);
+            foreach ((string _, Action run) in contenders)
+                for (int i = 0; i < 20; i++)
+                    run(); // warm
+            var samples = contenders.Select(_ => new List<double>(rounds)).ToArray();
+            for (int r = 0; r < rounds; r++)
+            {
+                for (int k = 0; k < contenders.Length; k++)
+                {
+                    int c = (k + r) % contenders.Length;
+                    long t0 = Stopwatch.GetTimestamp();
+                    contenders[c].Run();
+                    samples[c].Add(Stopwatch.GetElapsedTime(t0).TotalMicroseconds);
+                }
+            }
+            double[] median = samples.Select(s => Percentile(s, 0.5)).ToArray();
+            Console.WriteLine();
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Caller resident: {mib} MiB extra ({Environment.WorkingSet / (1024 * 1024)} MiB working set)"));
+            Console.WriteLine();
+            Console.WriteLine("| Row | median | p10 | p90 |");
+            Console.WriteLine("|---|---:|---:|---:|");
+            for (int c = 0; c < contenders.Length; c++)
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"| {contenders[c].Name} | {median[c]:F0} µs | {Percentile(samples[c], 0.1):F0} µs | {Percentile(samples[c], 0.9):F0} µs |"));
+            Console.WriteLine();
+            Console.WriteLine("| Target | measured | goal | met |");
+            Console.WriteLine("|---|---:|---:|---|");
+            Target("none: Isolation / Process.Start", median[1] / median[0], 0.9);
+            Target("user+pid+mount+proc: Isolation / C floor", median[3] / median[4], 1.15);
+            Target("user+pid+mount+proc: Isolation / unshare", median[3] / median[5], 0.4);
+            Target("user+pid+mount+proc: Isolation / bwrap", median[3] / median[6], 0.25);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| (no target) none: Isolation / C floor | {median[1] / median[2]:F2} | | |"));
+            GC.KeepAlive(ballast);
+        }
+        Console.WriteLine();
+    }
+
+    private static void Target(string name, double ratio, double goal) =>
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {name} | {ratio:F2} | ≤ {goal:F2} | {(ratio <= goal ? "yes" : "no")} |"));
+
+    private static double Percentile(List<double> values, double p)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted[(int)Math.Clamp(Math.Round(p * (sorted.Length - 1)), 0, sorted.Length - 1)];
+    }
+}
