@@ -18,6 +18,12 @@ internal static unsafe partial class Floor
     [LibraryImport("libBenchFloor", EntryPoint = "BenchFloor_Spawn")]
     private static partial int Spawn(byte* path, byte** argv, byte** envp, ulong cloneFlags, int flags, void* stack, nuint stackSize);
 
+    [LibraryImport("libBenchFloor", EntryPoint = "BenchFloor_Start")]
+    private static partial int Start(byte* path, byte** argv, byte** envp, ulong cloneFlags, int flags, void* stack, nuint stackSize);
+
+    [LibraryImport("libBenchFloor", EntryPoint = "BenchFloor_Wait")]
+    private static partial int Wait(int pidfd);
+
     /// <summary>A program and its argv laid out once in native memory, so a floor row marshals nothing.</summary>
     public sealed class Command : IDisposable
     {
@@ -56,6 +62,23 @@ internal static unsafe partial class Floor
                 throw new InvalidOperationException(rc < 0
                     ? $"floor spawn of '{Text}' failed: errno {-rc}"
                     : $"'{Text}' exited with {rc}");
+        }
+
+        /// <summary>Spawns and returns the child's pidfd once it has exec'd; pass it to <see cref="WaitFor"/>.</summary>
+        public int StartOnly(ulong cloneFlags = 0, int flags = 0)
+        {
+            int pidfd = Start(_argv[0], _argv, null, cloneFlags, flags, _stack, StackSize);
+            if (pidfd < 0)
+                throw new InvalidOperationException($"floor spawn of '{Text}' failed: errno {-pidfd}");
+            return pidfd;
+        }
+
+        /// <summary>Reaps the child of <see cref="StartOnly"/> (blocking waitid on its pidfd) and closes the pidfd.</summary>
+        public static void WaitFor(int pidfd)
+        {
+            int rc = Wait(pidfd);
+            if (rc != 0)
+                throw new InvalidOperationException($"floor child ended with {rc}");
         }
 
         public void Dispose()

@@ -72,7 +72,51 @@ internal static class RatioReport
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| (no target) none: Isolation / C floor | {median[1] / median[2]:F2} | | |"));
             GC.KeepAlive(ballast);
         }
+        Phases(rounds, target, floorNoop, flags, floorFlags, noop);
         Console.WriteLine();
+    }
+
+    /// <summary>
+    /// Where the difference to the floor is: start (clone to exec, returned by Start()) and exit (exec to
+    /// the waiter seeing the exit: the floor blocks in waitid itself, the library's waiter is woken by the
+    /// exit-watcher thread through a TaskCompletionSource), and Dispose.
+    /// </summary>
+    private static void Phases(int rounds, IsolationSpec spec, Floor.Command floor, ulong flags, int floorFlags, string noop)
+    {
+        var isoStart = new List<double>(rounds);
+        var isoExit = new List<double>(rounds);
+        var isoDispose = new List<double>(rounds);
+        var floorStart = new List<double>(rounds);
+        var floorExit = new List<double>(rounds);
+        for (int r = 0; r < rounds + 20; r++)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            IsolatedProcess p = spec.Start(noop);
+            long t1 = Stopwatch.GetTimestamp();
+            p.WaitForExit();
+            long t2 = Stopwatch.GetTimestamp();
+            p.Dispose();
+            long t3 = Stopwatch.GetTimestamp();
+            int pidfd = floor.StartOnly(flags, floorFlags);
+            long t4 = Stopwatch.GetTimestamp();
+            Floor.Command.WaitFor(pidfd);
+            long t5 = Stopwatch.GetTimestamp();
+            if (r < 20)
+                continue; // warm
+            isoStart.Add(Stopwatch.GetElapsedTime(t0, t1).TotalMicroseconds);
+            isoExit.Add(Stopwatch.GetElapsedTime(t1, t2).TotalMicroseconds);
+            isoDispose.Add(Stopwatch.GetElapsedTime(t2, t3).TotalMicroseconds);
+            floorStart.Add(Stopwatch.GetElapsedTime(t3, t4).TotalMicroseconds);
+            floorExit.Add(Stopwatch.GetElapsedTime(t4, t5).TotalMicroseconds);
+        }
+        Console.WriteLine();
+        Console.WriteLine("Phases of user+pid+mount+proc (medians, µs):");
+        Console.WriteLine();
+        Console.WriteLine("| Phase | Isolation | C floor |");
+        Console.WriteLine("|---|---:|---:|");
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| start: clone → exec seen (Start() returns) | {Percentile(isoStart, 0.5):F0} | {Percentile(floorStart, 0.5):F0} |"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| exit: exec → waiter sees the exit | {Percentile(isoExit, 0.5):F0} | {Percentile(floorExit, 0.5):F0} |"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| Dispose() | {Percentile(isoDispose, 0.5):F0} | – |"));
     }
 
     private static void Target(string name, double ratio, double goal) =>

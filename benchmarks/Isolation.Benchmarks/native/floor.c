@@ -180,9 +180,26 @@ static int write_file(int pid, const char *name, const char *text)
     return err;
 }
 
-/* One spawn, start to exit. Returns the exit code (0..255), 128+signal, or -errno. Not reentrant per
- * stack: callers on several threads pass a stack each. envp NULL: the caller's environment. */
-EXPORT int BenchFloor_Spawn(const char *path, char *const *argv, char *const *envp, uint64_t clone_flags, int flags,
+/* Waits for the child behind pidfd and closes it. Returns the exit code (0..255), 128+signal, or -errno. */
+EXPORT int BenchFloor_Wait(int pidfd)
+{
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    long rc;
+    do
+        rc = syscall(SYS_waitid, P_PIDFD, pidfd, &info, WEXITED, NULL);
+    while (rc < 0 && errno == EINTR);
+    int err = errno;
+    close(pidfd);
+    if (rc < 0)
+        return -err;
+    return info.si_code == CLD_EXITED ? info.si_status : 128 + info.si_status;
+}
+
+/* Start to exec: returns the child's pidfd once it has exec'd (EOF on the error pipe), or -errno (the
+ * child reaped). The stack is the child's until then: callers on several threads pass a stack each.
+ * envp NULL: the caller's environment. */
+EXPORT int BenchFloor_Start(const char *path, char *const *argv, char *const *envp, uint64_t clone_flags, int flags,
                             void *stack, size_t stack_size)
 {
     int sync_pipe[2], error_pipe[2];
@@ -248,18 +265,19 @@ EXPORT int BenchFloor_Spawn(const char *path, char *const *argv, char *const *en
     if (result == 0 && n == sizeof child_err)
         result = -child_err;
 
-    siginfo_t info;
-    memset(&info, 0, sizeof info);
-    long rc;
-    do
-        rc = syscall(SYS_waitid, P_PIDFD, pidfd, &info, WEXITED, NULL);
-    while (rc < 0 && errno == EINTR);
-    close(pidfd);
-    if (result != 0)
+    if (result != 0) {
+        BenchFloor_Wait(pidfd);
         return result;
-    if (rc < 0)
-        return -errno;
-    return info.si_code == CLD_EXITED ? info.si_status : 128 + info.si_status;
+    }
+    return pidfd;
+}
+
+/* One spawn, start to exit: BenchFloor_Start then BenchFloor_Wait. */
+EXPORT int BenchFloor_Spawn(const char *path, char *const *argv, char *const *envp, uint64_t clone_flags, int flags,
+                            void *stack, size_t stack_size)
+{
+    int pidfd = BenchFloor_Start(path, argv, envp, clone_flags, flags, stack, stack_size);
+    return pidfd < 0 ? pidfd : BenchFloor_Wait(pidfd);
 }
 
 #ifdef FLOOR_MAIN
