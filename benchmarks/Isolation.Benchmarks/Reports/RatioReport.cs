@@ -86,13 +86,19 @@ internal static class RatioReport
         var isoStart = new List<double>(rounds);
         var isoExit = new List<double>(rounds);
         var isoDispose = new List<double>(rounds);
+        var isoSeen = new List<double>(rounds);
         var floorStart = new List<double>(rounds);
         var floorExit = new List<double>(rounds);
-        for (int r = 0; r < rounds + 20; r++)
+        var watcherLag = new List<double>(rounds);
+        for (int r = 0; r < 2 * rounds + 20; r++)
         {
+            // Even rounds: the plain WaitForExit path. Odd rounds: the calling thread first waits on a pidfd of
+            // its own, which is when a waiter that reaps for itself would return; then WaitForExit.
+            bool own = r % 2 == 1;
             long t0 = Stopwatch.GetTimestamp();
             IsolatedProcess p = spec.Start(noop);
             long t1 = Stopwatch.GetTimestamp();
+            long seen = own ? WaitOnOwnPidfd(p.Id) : 0;
             p.WaitForExit();
             long t2 = Stopwatch.GetTimestamp();
             p.Dispose();
@@ -104,10 +110,18 @@ internal static class RatioReport
             if (r < 20)
                 continue; // warm
             isoStart.Add(Stopwatch.GetElapsedTime(t0, t1).TotalMicroseconds);
-            isoExit.Add(Stopwatch.GetElapsedTime(t1, t2).TotalMicroseconds);
             isoDispose.Add(Stopwatch.GetElapsedTime(t2, t3).TotalMicroseconds);
             floorStart.Add(Stopwatch.GetElapsedTime(t3, t4).TotalMicroseconds);
             floorExit.Add(Stopwatch.GetElapsedTime(t4, t5).TotalMicroseconds);
+            if (own)
+            {
+                isoSeen.Add(Stopwatch.GetElapsedTime(t1, seen).TotalMicroseconds);
+                watcherLag.Add(Stopwatch.GetElapsedTime(seen, t2).TotalMicroseconds);
+            }
+            else
+            {
+                isoExit.Add(Stopwatch.GetElapsedTime(t1, t2).TotalMicroseconds);
+            }
         }
         Console.WriteLine();
         Console.WriteLine("Phases of user+pid+mount+proc (medians, µs):");
@@ -116,7 +130,37 @@ internal static class RatioReport
         Console.WriteLine("|---|---:|---:|");
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| start: clone → exec seen (Start() returns) | {Percentile(isoStart, 0.5):F0} | {Percentile(floorStart, 0.5):F0} |"));
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| exit: exec → waiter sees the exit | {Percentile(isoExit, 0.5):F0} | {Percentile(floorExit, 0.5):F0} |"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| exit, seen by the calling thread polling its own pidfd (what a waiter that reaps itself would see) | {Percentile(isoSeen, 0.5):F0} | – |"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| then until WaitForExit() returns (exit watcher's reap and hand-off; mean, p90) | {watcherLag.Average():F0}, {Percentile(watcherLag, 0.9):F0} | – |"));
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| Dispose() | {Percentile(isoDispose, 0.5):F0} | – |"));
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "syscall")]
+    private static extern int PidfdOpen(long number, int pid, uint flags);
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "poll")]
+    private static extern unsafe int Poll(long* fds, nuint count, int timeout);
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "close")]
+    private static extern int Close(int fd);
+
+    /// <summary>
+    /// Blocks the calling thread until <paramref name="pid"/> has exited, on a pidfd of its own (pidfd_open(2),
+    /// poll(2)), and returns the timestamp. Already reaped by the exit watcher: returns at once.
+    /// </summary>
+    private static unsafe long WaitOnOwnPidfd(int pid)
+    {
+        const long SYS_pidfd_open = 434;
+        int fd = PidfdOpen(SYS_pidfd_open, pid, 0);
+        if (fd >= 0)
+        {
+            long pollfd = (long)(uint)fd | (1L /* POLLIN */ << 32); // struct pollfd { int fd; short events; short revents; }
+            Poll(&pollfd, 1, -1);
+            long seen = Stopwatch.GetTimestamp();
+            Close(fd);
+            return seen;
+        }
+        return Stopwatch.GetTimestamp();
     }
 
     private static void Target(string name, double ratio, double goal) =>
