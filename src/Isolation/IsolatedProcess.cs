@@ -13,7 +13,12 @@ namespace Isolation;
 public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
 {
     private readonly ILogger _logger;
-    private readonly TaskCompletionSource<ExitStatus> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    // The exit is recorded in fields; a TaskCompletionSource is made only for a caller who waits before it,
+    // so a start allocates nothing but this object.
+    private ExitStatus _status;
+    private Exception? _failure;
+    private volatile bool _exitedFlag;
+    private TaskCompletionSource<ExitStatus>? _waiters;
     private readonly Timer? _timeoutTimer;
     private readonly TimeSpan? _timeout;
     private int _pidfd;
@@ -50,20 +55,73 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
     public Stream? StandardError { get; }
 
     /// <summary>Whether the process has exited and been reaped.</summary>
-    public bool HasExited => _exited.Task.IsCompleted;
+    public bool HasExited => _exitedFlag;
 
     /// <summary>CPU time and peak memory once the process has exited; null before.</summary>
     public ResourceUsage? ResourceUsage { get; private set; }
 
     /// <summary>Waits for the process to exit. Cancelling stops the wait, not the process.</summary>
-    public Task<ExitStatus> WaitForExitAsync(CancellationToken cancellationToken = default) =>
-        cancellationToken.CanBeCanceled ? _exited.Task.WaitAsync(cancellationToken) : _exited.Task;
+    public Task<ExitStatus> WaitForExitAsync(CancellationToken cancellationToken = default)
+    {
+        if (_exitedFlag)
+            return _failure is null ? Task.FromResult(_status) : Task.FromException<ExitStatus>(_failure);
+        Task<ExitStatus> task = Waiters().Task;
+        return cancellationToken.CanBeCanceled ? task.WaitAsync(cancellationToken) : task;
+    }
 
     /// <summary>Waits for the process to exit, blocking the calling thread.</summary>
-    public ExitStatus WaitForExit() => _exited.Task.GetAwaiter().GetResult();
+    public ExitStatus WaitForExit()
+    {
+        if (!_exitedFlag)
+            return Waiters().Task.GetAwaiter().GetResult();
+        return _failure is null ? _status : throw _failure;
+    }
 
     /// <summary>Waits up to <paramref name="timeout"/>; returns false if the process is still running.</summary>
-    public bool WaitForExit(TimeSpan timeout) => _exited.Task.Wait(timeout);
+    public bool WaitForExit(TimeSpan timeout)
+    {
+        if (_exitedFlag)
+            return true;
+        try
+        {
+            return Waiters().Task.Wait(timeout);
+        }
+        catch (AggregateException e) when (e.InnerException is not null)
+        {
+            throw e.InnerException;
+        }
+    }
+
+    private TaskCompletionSource<ExitStatus> Waiters()
+    {
+        TaskCompletionSource<ExitStatus>? waiters = Volatile.Read(ref _waiters);
+        if (waiters is null)
+        {
+            var created = new TaskCompletionSource<ExitStatus>(TaskCreationOptions.RunContinuationsAsynchronously);
+            waiters = Interlocked.CompareExchange(ref _waiters, created, null) ?? created;
+        }
+        if (_exitedFlag)
+            CompleteWaiters(waiters); // the exit came between the check and the creation
+        return waiters;
+    }
+
+    private void CompleteWaiters(TaskCompletionSource<ExitStatus> waiters)
+    {
+        if (_failure is null)
+            waiters.TrySetResult(_status);
+        else
+            waiters.TrySetException(_failure);
+    }
+
+    /// <summary>Exit watcher thread: records the outcome, then wakes whoever waits.</summary>
+    private void SetExited(ExitStatus status, Exception? failure)
+    {
+        _status = status;
+        _failure = failure;
+        _exitedFlag = true; // volatile write: publishes the fields above
+        if (Volatile.Read(ref _waiters) is { } waiters)
+            CompleteWaiters(waiters);
+    }
 
     /// <summary>Sends <paramref name="signal"/> to the program (pidfd_send_signal(2): never a recycled pid).</summary>
     /// <returns>False when the process has already exited.</returns>
@@ -112,7 +170,7 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
         int rc = IsolationNative_ReapPidfd(_pidfd, 0, &code, &status, &user, &system, &rss);
         if (rc != 0)
         {
-            _exited.TrySetException(new InvalidOperationException($"waitid on pid {Id} failed: {Interop.Errnos.Describe(-rc)}"));
+            SetExited(default, new InvalidOperationException($"waitid on pid {Id} failed: {Interop.Errnos.Describe(-rc)}"));
             return;
         }
         _timeoutTimer?.Dispose();
@@ -132,7 +190,7 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
         }
         Log.Exited(_logger, Id, exit);
         RemoveCgroupIfEmpty();
-        _exited.TrySetResult(exit);
+        SetExited(exit, null);
     }
 
     /// <summary>Kills what is left of the sandbox, waits for it, and releases its descriptors.</summary>
@@ -142,7 +200,8 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
             return;
         if (!HasExited)
             Kill();
-        await _exited.Task.ConfigureAwait(false);
+        if (!_exitedFlag)
+            await ((Task)Waiters().Task).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         Release();
     }
 
@@ -153,7 +212,17 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
             return;
         if (!HasExited)
             Kill();
-        ((IAsyncResult)_exited.Task).AsyncWaitHandle.WaitOne();
+        if (!_exitedFlag)
+        {
+            try
+            {
+                Waiters().Task.Wait();
+            }
+            catch (AggregateException)
+            {
+                // A failed reap is reported to waiters; disposing releases everything regardless.
+            }
+        }
         Release();
     }
 

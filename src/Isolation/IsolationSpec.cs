@@ -176,7 +176,8 @@ public sealed unsafe partial class IsolationSpec
             + ScratchSize + StackSize;
         foreach (string argument in arguments)
             size += NativeBlock.MeasureString(argument);
-        NativeBlock block = NativeBlock.Allocate(size);
+        // Not zeroed: every piece below is written before use, and the 64 KiB stack and scratch need no zeroing.
+        NativeBlock block = NativeBlock.Allocate(size, clear: false);
 
         var stdio = new StdioSet();
         iso_spawn_result result = default;

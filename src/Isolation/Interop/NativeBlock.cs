@@ -21,10 +21,12 @@ internal unsafe struct NativeBlock
         _used = 0;
     }
 
-    public static NativeBlock Allocate(nuint size)
+    /// <summary>Allocates <paramref name="size"/> bytes; zeroed unless the caller writes every piece it takes.</summary>
+    public static NativeBlock Allocate(nuint size, bool clear = true)
     {
         byte* start = (byte*)NativeMemory.AlignedAlloc(size == 0 ? 16 : size, 16);
-        NativeMemory.Clear(start, size);
+        if (clear)
+            NativeMemory.Clear(start, size);
         return new NativeBlock(start, size);
     }
 
