@@ -27,8 +27,10 @@ internal static class BwrapCommand
         --unshare-pid --unshare-net --unshare-uts --unshare-ipc --unshare-cgroup[-try] --unshare-all
         --share-net --uid --gid --hostname --chdir --setenv --unsetenv --clearenv --die-with-parent
         --new-session --as-pid-1 --argv0 --args FD --info-fd --json-status-fd --userns-block-fd --sync-fd
-        --lock-file --block-fd. See bwrap(1).
-        """;
+        --lock-file --block-fd --cap-add --cap-drop --seccomp FD --add-seccomp-fd FD --disable-userns
+        --assert-userns-disabled. See bwrap(1).
+
+        """ + SandboxFlags.Help;
 
     public static async Task<int> RunAsync(string[] args)
     {
@@ -90,6 +92,7 @@ internal static class BwrapCommand
             if (inv.JsonStatusFd is int json)
                 WriteFd(json, $"{{ \"child-pid\": {process.Id} }}\n", close: false);
             ExitStatus status = await process.WaitForExitAsync();
+            SandboxFlags.ReportTermination(status, process);
             if (inv.JsonStatusFd is int jsonEnd)
                 WriteFd(jsonEnd, $"{{ \"exit-code\": {status.ShellExitCode} }}\n", close: true);
             if (inv.SyncFd is int sync)
@@ -121,6 +124,7 @@ internal static class BwrapCommand
         var binds = new List<(string Source, string Dest)>();
         var env = new List<Action<EnvironmentBuilder>>();
         var overlaySources = new List<string>();
+        var flags = new SandboxFlags();
         Namespaces ns = Namespaces.Mount;
         bool userTry = false, cgroupTry = false, asPid1 = false, dieWithParent = false, newSession = false;
         uint? uid = null, gid = null;
@@ -275,11 +279,13 @@ internal static class BwrapCommand
                     });
                     break;
                 }
-                case "--cap-add" or "--cap-drop" or "--seccomp" or "--add-seccomp-fd" or "--userns" or "--userns2" or "--pidns"
-                    or "--disable-userns" or "--assert-userns-disabled" or "--level-prefix" or "--exec-label" or "--file-label":
-                    throw new BwrapUsageException($"{option} is not supported yet (capabilities, seccomp and joining namespaces come with a later version of isolate)");
+                case "--userns" or "--userns2" or "--pidns" or "--level-prefix" or "--exec-label" or "--file-label":
+                    throw new BwrapUsageException($"{option} is not supported (isolate cannot join existing namespaces or set SELinux labels)");
                 default:
-                    throw new BwrapUsageException($"Unknown option {option}");
+                    // Resource limits and security: the same options as isolate unshare (SandboxFlags.cs).
+                    if (!flags.TryTake(option, () => Next(option)))
+                        throw new BwrapUsageException($"Unknown option {option}");
+                    break;
             }
         }
         if (inv.Program is null)
@@ -340,7 +346,14 @@ internal static class BwrapCommand
             b = b.WithInit();
         if (argv0 is not null)
             b = b.WithArgv0(argv0);
-        inv.Builder = b;
+        try
+        {
+            inv.Builder = flags.Apply(b, fullPreset: false);
+        }
+        catch (SandboxFlagException e)
+        {
+            throw new BwrapUsageException(e.Message);
+        }
         return inv;
     }
 

@@ -13,6 +13,7 @@ internal static class UnshareArguments
     [
         "--map-user", "--map-group", "--map-users", "--map-groups", "--propagation", "--setgroups",
         "--root", "--wd", "--setuid", "--setgid", "--monotonic", "--boottime",
+        .. SandboxFlags.Options.Where(o => o.Value).Select(o => o.Key),
     ];
 
     /// <summary>Short options whose value is required: "-R dir" or "-Rdir".</summary>

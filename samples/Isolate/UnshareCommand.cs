@@ -32,9 +32,18 @@ internal static class UnshareCommand
             return UsageError(e.Message);
         }
 
+        // isolate's resource and security options (shared with the bwrap face) are taken out first.
+        var flags = new SandboxFlags();
+        optionTokens.RemoveAll(token =>
+        {
+            int eq = token.IndexOf('=', StringComparison.Ordinal);
+            string name = eq < 0 ? token : token[..eq];
+            return flags.TryTake(name, () => token[(eq + 1)..]);
+        });
+
         var options = new UnshareOptions();
         Command command = options.CreateCommand();
-        command.SetAction((parseResult, _) => RunParsedAsync(options, parseResult, program));
+        command.SetAction((parseResult, _) => RunParsedAsync(options, parseResult, program, flags));
 
         // Only the options go to System.CommandLine, so the program's words never reach it.
         ParseResult result = command.Parse(optionTokens, new ParserConfiguration { ResponseFileTokenReplacer = null });
@@ -51,7 +60,7 @@ internal static class UnshareCommand
         return 1;
     }
 
-    private static async Task<int> RunParsedAsync(UnshareOptions options, ParseResult parseResult, string[] program)
+    private static async Task<int> RunParsedAsync(UnshareOptions options, ParseResult parseResult, string[] program, SandboxFlags flags)
     {
         using ILoggerFactory? loggerFactory = parseResult.GetValue(options.Debug)
             ? LoggerFactory.Create(b => b
@@ -64,8 +73,9 @@ internal static class UnshareCommand
         try
         {
             plan = options.ToPlan(parseResult, program, loggerFactory?.CreateLogger("isolate.unshare"));
+            plan = plan with { Builder = flags.Apply(plan.Builder, fullPreset: true) };
         }
-        catch (UnshareUsageException e)
+        catch (Exception e) when (e is UnshareUsageException or SandboxFlagException)
         {
             Console.Error.WriteLine($"isolate unshare: {e.Message}");
             return 1;
@@ -102,6 +112,7 @@ internal static class UnshareCommand
             await using IsolatedProcess process = await StartOnLongLivedThreadAsync(spec, plan);
             forwarder.Attach(process);
             status = await process.WaitForExitAsync();
+            SandboxFlags.ReportTermination(status, process);
         }
         catch (SandboxSetupException e)
         {

@@ -48,7 +48,8 @@ internal sealed class UnshareOptions
             Usage: isolate unshare [options] [--] [program [arguments...]]   (default program: $SHELL, else /bin/sh, as a login shell)
             Options end at the first word that is not an option, as with unshare.
             Unlike unshare, the program is always a new child of isolate (with or without -f), so with -p it is PID 1.
-            """);
+
+            """ + SandboxFlags.Help);
         foreach (Option option in (Option[])[Mount, Uts, Ipc, Net, Pid, User, Cgroup, Time, Fork, KillChild, MountProc, MapUser, MapGroup,
             MapRootUser, MapCurrentUser, MapUsers, MapGroups, MapAuto, Propagation, Setgroups, Root, WorkingDirectory, SetUid, SetGid,
             Monotonic, Boottime, Debug])

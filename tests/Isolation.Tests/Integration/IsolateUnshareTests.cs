@@ -11,7 +11,7 @@ namespace Isolation.Tests.Integration;
 /// </summary>
 public sealed class IsolateUnshareTests
 {
-    private static readonly string Isolate = Path.Combine(
+    internal static readonly string Isolate = Path.Combine(
         typeof(IsolateUnshareTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().First(a => a.Key == "IsolateDir").Value!,
         "isolate");
 
@@ -318,7 +318,7 @@ public sealed class IsolateUnshareTests
 
     // ---- Running ----
 
-    private sealed record Outcome(int ExitCode, string Stdout, string Stderr);
+    internal sealed record Outcome(int ExitCode, string Stdout, string Stderr);
 
     private static void RequireUnshare() => Assert.SkipWhen(Unshare is null, "util-linux unshare is not installed; it is what isolate unshare is compared with");
 
@@ -378,7 +378,7 @@ public sealed class IsolateUnshareTests
         (await RunAsync(Unshare!, args, unprivileged, stdin, environment), await RunAsync(Isolate, ["unshare", .. args], unprivileged, stdin, environment));
 
     /// <summary>Runs <paramref name="file"/> (through setpriv as uid/gid 65534 when unprivileged) and collects its status and output.</summary>
-    private static async Task<Outcome> RunAsync(string file, string[] args, bool unprivileged, string? stdin = null, Dictionary<string, string>? environment = null)
+    internal static async Task<Outcome> RunAsync(string file, string[] args, bool unprivileged, string? stdin = null, Dictionary<string, string>? environment = null)
     {
         var info = new ProcessStartInfo(unprivileged ? "setpriv" : file)
         {
