@@ -350,7 +350,7 @@ internal static class BwrapCommand
         {
             inv.Builder = flags.Apply(b, fullPreset: false);
         }
-        catch (SandboxFlagException e)
+        catch (Exception e) when (e is SandboxFlagException or ArgumentException or IOException)
         {
             throw new BwrapUsageException(e.Message);
         }

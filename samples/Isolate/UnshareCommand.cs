@@ -75,7 +75,7 @@ internal static class UnshareCommand
             plan = options.ToPlan(parseResult, program, loggerFactory?.CreateLogger("isolate.unshare"));
             plan = plan with { Builder = flags.Apply(plan.Builder, fullPreset: true) };
         }
-        catch (Exception e) when (e is UnshareUsageException or SandboxFlagException)
+        catch (Exception e) when (e is UnshareUsageException or SandboxFlagException or ArgumentException or IOException)
         {
             Console.Error.WriteLine($"isolate unshare: {e.Message}");
             return 1;

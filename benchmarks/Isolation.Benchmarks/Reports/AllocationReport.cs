@@ -62,39 +62,13 @@ internal static class AllocationReport
         }
 
         Console.WriteLine();
-        Console.WriteLine("Sizes of the objects a start is known to create (measured on this runtime):");
+        Console.WriteLine("Sizes of the objects a sandbox can create (measured on this runtime); Start() itself creates only the first:");
         Console.WriteLine();
         Console.WriteLine("| Object | Bytes | Created by |");
         Console.WriteLine("|---|---:|---|");
         Row("IsolatedProcess", Measure(() => RuntimeHelpers.GetUninitializedObject(typeof(IsolatedProcess))), "IsolationSpec.Start (the returned handle)");
-        Row("TaskCompletionSource<ExitStatus> + its Task<ExitStatus>", Measure(() => new TaskCompletionSource<ExitStatus>(TaskCreationOptions.RunContinuationsAsynchronously)), "IsolatedProcess field initializer");
-        var dictionary = new ConcurrentDictionary<int, IsolatedProcess>();
-        IsolatedProcess handle = (IsolatedProcess)RuntimeHelpers.GetUninitializedObject(typeof(IsolatedProcess));
-        for (int i = 0; i < 64; i++)
-        {
-            dictionary[i] = handle;
-            dictionary.TryRemove(i, out _);
-        }
-        Row("ConcurrentDictionary<int, IsolatedProcess> node", Measure(() =>
-        {
-            dictionary[7] = handle;
-            dictionary.TryRemove(7, out _);
-            return dictionary;
-        }), "ExitWatcher.Register");
-        long completedTask = Measure(() =>
-        {
-            var tcs = new TaskCompletionSource<ExitStatus>(TaskCreationOptions.RunContinuationsAsynchronously);
-            tcs.SetResult(default);
-            return tcs;
-        });
-        long withWaitHandle = Measure(() =>
-        {
-            var tcs = new TaskCompletionSource<ExitStatus>(TaskCreationOptions.RunContinuationsAsynchronously);
-            tcs.SetResult(default);
-            return ((IAsyncResult)tcs.Task).AsyncWaitHandle;
-        });
-        Row("((IAsyncResult)Task).AsyncWaitHandle: ContingentProperties, ManualResetEventSlim, ManualResetEvent, SafeWaitHandle (finalizable)",
-            withWaitHandle - completedTask, "IsolatedProcess.Dispose");
+        Row("TaskCompletionSource<ExitStatus> + its Task<ExitStatus>", Measure(() => new TaskCompletionSource<ExitStatus>(TaskCreationOptions.RunContinuationsAsynchronously)),
+            "IsolatedProcess.WaitForExit/WaitForExitAsync, only when called before the exit");
         Row("Timer (+ TimerHolder, TimerQueueTimer)", Measure(() =>
         {
             var t = new Timer(static _ => { }, null, Timeout.Infinite, Timeout.Infinite);

@@ -100,8 +100,8 @@ public sealed class BwrapTests
 
     [Theory]
     [InlineData("--hostname box -- /bin/true", "--hostname requires --unshare-uts")]
-    [InlineData("--cap-add CAP_NET_ADMIN -- /bin/true", "not supported yet")]
-    [InlineData("--seccomp 3 -- /bin/true", "not supported yet")]
+    [InlineData("--userns 3 -- /bin/true", "not supported")]
+    [InlineData("--cap-add CAP_NOT_A_THING -- /bin/true", "CAP_NOT_A_THING")]
     [InlineData("--frobnicate", "Unknown option --frobnicate")]
     [InlineData("--perms 0700 --proc /proc -- /bin/true", "--perms")]
     [InlineData("--bind /usr", "--bind takes more arguments")]

@@ -85,4 +85,37 @@ public sealed class IsolateFlagsTests
             Assert.Contains(message, o.Stderr);
         }
     }
+
+    [Fact]
+    public async Task A_compiled_seccomp_program_passed_as_a_descriptor_is_enforced()
+    {
+        RequireIsolate();
+        string filter = Path.Combine(Path.GetTempPath(), $"isolation-seccomp-{Guid.NewGuid():N}.bpf");
+        try
+        {
+            // mkdir fails with EPERM (1); everything else is allowed.
+            byte[] program = new Isolation.Security.Seccomp.SeccompProfile(Isolation.Security.Seccomp.SeccompAction.Allow)
+                .Deny(1, "mkdir", "mkdirat").Compile().ToBytes();
+            File.WriteAllBytes(filter, program);
+            string command = $"exec {Isolate} bwrap --ro-bind / / --tmpfs /tmp --unshare-all --seccomp 9 -- /bin/sh -c 'mkdir /tmp/x 2>&1; echo rc=$?' 9<{filter}";
+            Outcome o = await RunAsync("/bin/sh", ["-c", command], unprivileged: false);
+
+            Assert.Equal(0, o.ExitCode);
+            Assert.Contains("Operation not permitted", o.Stdout);
+            Assert.Contains("rc=1", o.Stdout);
+        }
+        finally
+        {
+            File.Delete(filter);
+        }
+    }
+
+    [Fact]
+    public async Task An_unknown_capability_is_a_usage_error()
+    {
+        RequireIsolate();
+        Outcome o = await RunAsync(Isolate, [.. Unshare, "--cap-add", "CAP_NOT_A_THING", "/bin/true"], unprivileged: false);
+        Assert.Equal(1, o.ExitCode);
+        Assert.Contains("CAP_NOT_A_THING", o.Stderr);
+    }
 }
