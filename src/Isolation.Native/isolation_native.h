@@ -243,6 +243,7 @@ int IsolationNative_Release(int sync_fd);
 int IsolationNative_WaitExec(int error_fd, struct iso_child_error *error);
 int IsolationNative_WriteProcFile(int pid, const char *name, const char *text, size_t len);
 int IsolationNative_PidfdSendSignal(int pidfd, int sig);
+int IsolationNative_WaitPidfd(int pidfd, int timeout_ms);
 int IsolationNative_ReapPidfd(int pidfd, int nohang, int32_t *code, int32_t *status, int64_t *rusage_user_us, int64_t *rusage_sys_us, int64_t *rusage_maxrss_kb);
 int IsolationNative_OpenInitMemfd(const char *path);
 const char *IsolationNative_LibraryPath(void);

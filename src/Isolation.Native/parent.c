@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -243,6 +244,18 @@ EXPORT int IsolationNative_WriteProcFile(int pid, const char *name, const char *
     int err = n == (ssize_t)len ? 0 : (n < 0 ? -errno : -EIO);
     close(fd);
     return err;
+}
+
+/* Returns 1 once the process behind pidfd has exited (the pidfd is readable), 0 on timeout, -errno on failure.
+ * timeout_ms < 0 waits for ever. Retries on EINTR. */
+EXPORT int IsolationNative_WaitPidfd(int pidfd, int timeout_ms)
+{
+    struct pollfd pfd = { .fd = pidfd, .events = POLLIN, .revents = 0 };
+    int rc;
+    do
+        rc = poll(&pfd, 1, timeout_ms);
+    while (rc < 0 && errno == EINTR);
+    return rc < 0 ? -errno : rc > 0 ? 1 : 0;
 }
 
 EXPORT int IsolationNative_PidfdSendSignal(int pidfd, int sig)

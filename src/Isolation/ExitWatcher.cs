@@ -31,8 +31,8 @@ internal static unsafe class ExitWatcher
     private static readonly bool s_packed = RuntimeInformation.ProcessArchitecture == Architecture.X64;
 
     /// <summary>
-    /// Watches <paramref name="pidfd"/> until it becomes readable, then calls <see cref="IsolatedProcess.OnExited"/>
-    /// once. The epoll entry carries a GC handle to the process, so registering allocates nothing managed.
+    /// Watches <paramref name="pidfd"/> until it becomes readable, then calls <see cref="IsolatedProcess.OnWatcherEvent"/>
+    /// once (EPOLLONESHOT). The process keeps the pidfd open until that call, so the event always comes. The epoll entry carries a GC handle to the process, so registering allocates nothing managed.
     /// </summary>
     public static void Register(IsolatedProcess process, int pidfd)
     {
@@ -97,7 +97,7 @@ internal static unsafe class ExitWatcher
                 var handle = GCHandle.FromIntPtr((nint)(*(ulong*)(events + i * stride + 4 + (s_packed ? 0 : 4))));
                 var process = (IsolatedProcess)handle.Target!;
                 handle.Free();
-                process.OnExited();
+                process.OnWatcherEvent();
             }
         }
     }

@@ -21,7 +21,10 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
     private TaskCompletionSource<ExitStatus>? _waiters;
     private readonly Timer? _timeoutTimer;
     private readonly TimeSpan? _timeout;
-    private int _pidfd;
+    private int _pidfd;               // -1 once released: no more signals
+    private readonly int _pidfdToClose;
+    private int _pidfdOwners = 2;     // the exit watcher and Release; the last one closes the pidfd
+    private int _reapClaimed;
     private volatile bool _killRequested;
     private volatile bool _timedOut;
     private int _disposed;
@@ -32,6 +35,7 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
         _cgroup = cgroup;
         CgroupError = cgroupError;
         _pidfd = pidfd;
+        _pidfdToClose = pidfd;
         _logger = logger;
         _timeout = timeout;
         StandardInput = streams.Input;
@@ -72,14 +76,25 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
     /// <summary>Waits for the process to exit, blocking the calling thread.</summary>
     public ExitStatus WaitForExit()
     {
+        // A blocked caller waits on the pidfd itself and reaps, instead of waiting for the watcher thread
+        // to reap and wake it: one thread hand-off fewer per spawn.
+        if (!_exitedFlag && IsolationNative_WaitPidfd(_pidfdToClose, -1) == 1)
+            TryReap();
         if (!_exitedFlag)
-            return Waiters().Task.GetAwaiter().GetResult();
+            return Waiters().Task.GetAwaiter().GetResult(); // the watcher claimed the reap; it completes soon
         return _failure is null ? _status : throw _failure;
     }
 
     /// <summary>Waits up to <paramref name="timeout"/>; returns false if the process is still running.</summary>
     public bool WaitForExit(TimeSpan timeout)
     {
+        if (_exitedFlag)
+            return true;
+        int ms = timeout == Timeout.InfiniteTimeSpan ? -1 : (int)Math.Clamp(timeout.TotalMilliseconds, 0, int.MaxValue);
+        if (IsolationNative_WaitPidfd(_pidfdToClose, ms) == 1)
+            TryReap();
+        else
+            return false;
         if (_exitedFlag)
             return true;
         try
@@ -162,12 +177,27 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
         Signal(SIGKILL);
     }
 
-    /// <summary>Exit watcher thread: the pidfd became readable. Reap and complete.</summary>
-    internal unsafe void OnExited()
+    /// <summary>Exit watcher thread: the pidfd became readable (once). Reap unless a waiter did, then let go of the pidfd.</summary>
+    internal void OnWatcherEvent()
     {
+        TryReap();
+        ReleasePidfdOwnership();
+    }
+
+    private void ReleasePidfdOwnership()
+    {
+        if (Interlocked.Decrement(ref _pidfdOwners) == 0)
+            close(_pidfdToClose);
+    }
+
+    /// <summary>The process has exited: reap it and complete, once, on whichever thread gets here first.</summary>
+    private unsafe void TryReap()
+    {
+        if (Interlocked.Exchange(ref _reapClaimed, 1) != 0)
+            return;
         int code, status;
         long user, system, rss;
-        int rc = IsolationNative_ReapPidfd(_pidfd, 0, &code, &status, &user, &system, &rss);
+        int rc = IsolationNative_ReapPidfd(_pidfdToClose, 0, &code, &status, &user, &system, &rss);
         if (rc != 0)
         {
             SetExited(default, new InvalidOperationException($"waitid on pid {Id} failed: {Interop.Errnos.Describe(-rc)}"));
@@ -229,9 +259,8 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
     private void Release()
     {
         _timeoutTimer?.Dispose();
-        int pidfd = Interlocked.Exchange(ref _pidfd, -1);
-        if (pidfd >= 0)
-            close(pidfd);
+        if (Interlocked.Exchange(ref _pidfd, -1) >= 0)
+            ReleasePidfdOwnership(); // closed here or by the watcher, whichever lets go last
         RemoveCgroup(); // kills what is left of the tree, then rmdir
         StandardInput?.Dispose();
         StandardOutput?.Dispose();

@@ -173,6 +173,10 @@ internal static unsafe partial class Interop
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_PidfdSendSignal")]
     internal static partial int IsolationNative_PidfdSendSignal(int pidfd, int signal);
 
+    /// <returns>1 once the process has exited (pidfd readable); 0 when <paramref name="timeoutMs"/> passed first; -errno otherwise.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_WaitPidfd")]
+    internal static partial int IsolationNative_WaitPidfd(int pidfd, int timeoutMs);
+
     /// <returns>0 when reaped (outputs filled); 1 when <paramref name="noHang"/> and still running; -errno otherwise.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_ReapPidfd")]
     internal static partial int IsolationNative_ReapPidfd(int pidfd, int noHang, int* code, int* status, long* userMicros, long* systemMicros, long* maxRssKb);

@@ -91,6 +91,10 @@ public sealed class SetupFailureTests
         using (IsolatedProcess p = spec.Start("/bin/true"))
             p.WaitForExit();
 
+        // The pidfd is closed by whichever lets go last, Dispose or the exit watcher thread: allow it a moment.
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!Host.OpenFds().SequenceEqual(fdsBefore) && clock.Elapsed < TimeSpan.FromSeconds(5))
+            Thread.Sleep(10);
         Assert.Equal(fdsBefore, Host.OpenFds());
         Assert.Empty(Host.Children());
     }
