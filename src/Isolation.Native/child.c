@@ -472,17 +472,27 @@ out:
 static long run_bind(const struct iso_spawn_request *req, struct op_ctx *ctx, const struct iso_op *op, int *detail, int idmap)
 {
     int recursive = (op->flags & ISO_OPF_RECURSIVE) != 0;
-    struct where sw = where_of(ctx, op->s1, (op->flags & ISO_OPF_SOURCE_IN_ROOT) != 0);
-    long src = w_open(&sw, sw.path, O_PATH, 0);
-    if (src < 0)
-        return (src == -ENOENT && (op->flags & ISO_OPF_OPTIONAL)) ? 0 : src;
-    long tree = iso_sys3(SYS_open_tree, src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0));
-    iso_sys1(SYS_close, src);
-    if (tree < 0)
-        return tree;
+    long tree;
+    if (idmap && (op->flags & ISO_OPF_PREPARED)) {
+        /* The parent idmapped it before clone (only it has CAP_SYS_ADMIN over the host file system);
+         * our fd table is a copy of its, so the detached tree is ours to attach. */
+        tree = iso_sys3(SYS_fcntl, op->n2, F_DUPFD_CLOEXEC, 3);
+        if (tree < 0)
+            return tree;
+        idmap = 0;
+    } else {
+        struct where sw = where_of(ctx, op->s1, (op->flags & ISO_OPF_SOURCE_IN_ROOT) != 0);
+        long src = w_open(&sw, sw.path, O_PATH, 0);
+        if (src < 0)
+            return (src == -ENOENT && (op->flags & ISO_OPF_OPTIONAL)) ? 0 : src;
+        tree = iso_sys3(SYS_open_tree, src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0));
+        iso_sys1(SYS_close, src);
+        if (tree < 0)
+            return tree;
+    }
     struct stat st;
     long rc = iso_sys4(SYS_newfstatat, tree, "", &st, AT_EMPTY_PATH);
-    uint64_t set = ms_to_attr(op->mount_flags) | ((op->flags & ISO_OPF_READONLY) ? MOUNT_ATTR_RDONLY : 0);
+    uint64_t set = (op->flags & ISO_OPF_PREPARED) ? 0 : ms_to_attr(op->mount_flags) | ((op->flags & ISO_OPF_READONLY) ? MOUNT_ATTR_RDONLY : 0);
     if (rc == 0 && idmap) {
         *detail = ISO_SUB_OPEN;
         long userns = iso_sys4(SYS_openat, AT_FDCWD, ctx->proc_self_ns_user, O_RDONLY | O_CLOEXEC, 0);

@@ -53,6 +53,7 @@ enum iso_op_kind {
 #define ISO_OPF_IN_ROOT    0x10u /* s2 is a path inside the new root (resolved with RESOLVE_IN_ROOT) */
 #define ISO_OPF_SOURCE_IN_ROOT 0x20u /* s1 (and an overlay's layers) too */
 #define ISO_OPF_TMPFS_UPPER 0x40u /* overlay: a throw-away tmpfs upper layer */
+#define ISO_OPF_PREPARED   0x80u /* idmap: n2 is a detached, already idmapped tree the parent made before clone */
 
 struct iso_op {
     uint32_t kind;
@@ -244,6 +245,7 @@ int IsolationNative_WaitExec(int error_fd, struct iso_child_error *error);
 int IsolationNative_WriteProcFile(int pid, const char *name, const char *text, size_t len);
 int IsolationNative_PidfdSendSignal(int pidfd, int sig);
 int IsolationNative_WaitPidfd(int pidfd, int timeout_ms);
+int IsolationNative_OpenIdmappedTree(const char *source, int userns_fd, int recursive, uint64_t attr_set);
 int IsolationNative_ReapPidfd(int pidfd, int nohang, int32_t *code, int32_t *status, int64_t *rusage_user_us, int64_t *rusage_sys_us, int64_t *rusage_maxrss_kb);
 int IsolationNative_OpenInitMemfd(const char *path);
 const char *IsolationNative_LibraryPath(void);

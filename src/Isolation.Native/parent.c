@@ -258,6 +258,28 @@ EXPORT int IsolationNative_WaitPidfd(int pidfd, int timeout_ms)
     return rc < 0 ? -errno : rc > 0 ? 1 : 0;
 }
 
+/*
+ * Parent, before clone: a detached clone of `source` (recursive when asked) whose owners are mapped through
+ * the user namespace behind userns_fd (mount_setattr(2), MOUNT_ATTR_IDMAP), with attr_set's other flags.
+ * The kernel wants CAP_SYS_ADMIN over the source's file system, which the child inside its new user
+ * namespace never has. Returns the tree's fd (close-on-exec) or -errno.
+ */
+EXPORT int IsolationNative_OpenIdmappedTree(const char *source, int userns_fd, int recursive, uint64_t attr_set)
+{
+    struct {
+        uint64_t attr_set, attr_clr, propagation, userns_fd;
+    } attr = { attr_set | 0x00100000 /* MOUNT_ATTR_IDMAP */, 0, 0, (uint64_t)userns_fd };
+    long tree = syscall(SYS_open_tree, AT_FDCWD, source, 1 /* OPEN_TREE_CLONE */ | O_CLOEXEC | (recursive ? 0x8000 /* AT_RECURSIVE */ : 0));
+    if (tree < 0)
+        return -errno;
+    if (syscall(SYS_mount_setattr, (int)tree, "", AT_EMPTY_PATH | (recursive ? 0x8000 : 0), &attr, sizeof attr) != 0) {
+        int err = errno;
+        close((int)tree);
+        return -err;
+    }
+    return (int)tree;
+}
+
 EXPORT int IsolationNative_PidfdSendSignal(int pidfd, int sig)
 {
     long rc = syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);

@@ -30,6 +30,7 @@ public sealed unsafe partial class IsolationSpec
     private readonly ILogger _logger;
     private readonly NativeBlockHandle _handle;
     private readonly CompiledOp[] _compiledOps;
+    private readonly IdmappedTrees? _idmappedTrees;
     private readonly IdMapWriter? _idMaps;
     private readonly CompiledSecurity? _security; // security: compiled once, shared by every spawn
 
@@ -52,6 +53,7 @@ public sealed unsafe partial class IsolationSpec
         _state = state;
         _logger = state.Logger ?? NullLogger.Instance;
         _compiledOps = CompileMounts(state);
+        _idmappedTrees = IdmappedTrees.For(_compiledOps, state);
         _security = SecurityCompiler.Compile(state);
 
         List<string> environment = new EnvironmentBuilder(state.ClearEnvironment, state.EnvironmentChanges)
@@ -173,7 +175,8 @@ public sealed unsafe partial class IsolationSpec
             + 16
             + NativeBlock.MeasureString(program) + NativeBlock.MeasureString(argv0)
             + (initFd >= 0 ? NativeBlock.MeasureString(InitExecutable.Name) : 0)
-            + ScratchSize + StackSize;
+            + ScratchSize + StackSize
+            + (_idmappedTrees is null ? 0 : NativeBlock.MeasureArray<iso_op>(_compiledOps.Length));
         foreach (string argument in arguments)
             size += NativeBlock.MeasureString(argument);
         // Not zeroed: every piece below is written before use, and the 64 KiB stack and scratch need no zeroing.
@@ -184,6 +187,7 @@ public sealed unsafe partial class IsolationSpec
         bool spawned = false;
         ICgroup cgroup = NoCgroup.Instance;
         string? cgroupError = null;
+        int[]? idmappedTreeFds = null;
         try
         {
             // Step 1: the sandbox's new cgroup, limits written, before clone (IsolationSpec.Cgroups.cs).
@@ -209,6 +213,13 @@ public sealed unsafe partial class IsolationSpec
             }
             byte* scratch = (byte*)block.Take(ScratchSize);
             void* stack = block.Take(StackSize);
+            iso_op* ops = _ops;
+            if (_idmappedTrees is not null)
+            {
+                // Idmapped trees are made by the parent before clone; the child gets a per-start copy of the ops.
+                ops = block.TakeArray<iso_op>(_compiledOps.Length);
+                idmappedTreeFds = _idmappedTrees.Prepare(_ops, _compiledOps.Length, ops);
+            }
 
             *request = new iso_spawn_request
             {
@@ -230,7 +241,7 @@ public sealed unsafe partial class IsolationSpec
                 domainname = _domainName,
                 timens_offsets = _timeOffsets,
                 timens_offsets_len = _timeOffsetsLength,
-                ops = _ops,
+                ops = ops,
                 nops = (uint)_compiledOps.Length,
                 pdeath_signal = _state.DeathSignal,
                 init_fd = initFd,
@@ -294,6 +305,7 @@ public sealed unsafe partial class IsolationSpec
         finally
         {
             // The child no longer runs on this memory: it exec'd, or Abort reaped it.
+            IdmappedTrees.Close(idmappedTreeFds);
             block.Free();
             GC.KeepAlive(_handle);
         }
@@ -458,6 +470,8 @@ public sealed unsafe partial class IsolationSpec
                 throw new ArgumentException("Dev(\"/dev\") needs a new root: on the host's tree it would hide the device nodes it binds from. Use Root(dir) or EmptyRoot().Bind(\"/\", \"/\") before Dev(), or mount it elsewhere.");
             if (op.Kind == NativeOpKind.Idmap && !state.Namespaces.HasFlag(Namespaces.User))
                 throw new ArgumentException($"'{op.Description}' requires Namespaces.User: an idmapped mount maps owners through the sandbox's user namespace. Add it and a uid/gid map.");
+            if (op.Kind == NativeOpKind.Idmap && geteuid() != 0)
+                throw new ArgumentException($"'{op.Description}' needs a privileged caller: the kernel allows an idmapped mount only with CAP_SYS_ADMIN over the source's file system (root on the host), which a rootless sandbox never has. Bind it without idmapping, or run as root.");
         }
         if (state.Propagation != MountPropagation.Unchanged)
         {
@@ -508,7 +522,7 @@ public sealed unsafe partial class IsolationSpec
                     Data = op.WorkDir is null ? null : prefix + op.WorkDir,
                 };
             }
-            ops.Add(new(op, op.Call > 0 ? op.Call : i + 1));
+            ops.Add(new(op, op.Call > 0 ? op.Call : i + 1) { HostSource = state.Mounts[i].Source });
         }
         if (root is not null)
             ops.Add(new(new(NativeOpKind.PivotRoot, $"pivot_root into {Shown(state.Root!)}", Target: root, Flags: state.ReadOnlyRoot ? NativeOpFlags.ReadOnly : 0), 0));
@@ -518,5 +532,9 @@ public sealed unsafe partial class IsolationSpec
     private static string Shown(string root) => root == MountPlanBuilder.TmpfsRoot ? "(empty tmpfs)" : root;
 
     /// <summary>A compiled op and the 1-based number of the user's operation it came from (0: implicit).</summary>
-    internal readonly record struct CompiledOp(MountOperation Operation, int UserIndex);
+    internal readonly record struct CompiledOp(MountOperation Operation, int UserIndex)
+    {
+        /// <summary>For an idmapped bind: the source as the parent sees it (before any /oldroot prefix).</summary>
+        public string? HostSource { get; init; }
+    }
 }

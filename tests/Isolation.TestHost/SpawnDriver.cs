@@ -77,6 +77,7 @@ internal static class SpawnDriver
                 "--empty-root" => b.WithMounts(m => m.EmptyRoot()),
                 "--bind" => Pair(Next(), (s, d) => b.WithMounts(m => m.Bind(s, d))),
                 "--ro-bind" => Pair(Next(), (s, d) => b.WithMounts(m => m.BindReadOnly(s, d))),
+                "--idmap" => Pair(Next(), (s, d) => b.WithMounts(m => m.IdmappedBind(s, d))),
                 "--tmpfs" => b.WithMounts(m => m.Tmpfs(Next())),
                 "--dev" => b.WithMounts(m => m.Dev(Next())),
                 "--tmp-overlay" => Pair(Next(), (d, lower) => b.WithMounts(m => m.TmpOverlay(d, [lower]))),

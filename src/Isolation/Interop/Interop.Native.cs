@@ -173,6 +173,10 @@ internal static unsafe partial class Interop
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_PidfdSendSignal")]
     internal static partial int IsolationNative_PidfdSendSignal(int pidfd, int signal);
 
+    /// <returns>A detached, idmapped clone of <paramref name="source"/> (close-on-exec); -errno on failure (EPERM without CAP_SYS_ADMIN over its file system).</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_OpenIdmappedTree")]
+    internal static partial int IsolationNative_OpenIdmappedTree(byte* source, int usernsFd, int recursive, ulong attrSet);
+
     /// <returns>1 once the process has exited (pidfd readable); 0 when <paramref name="timeoutMs"/> passed first; -errno otherwise.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_WaitPidfd")]
     internal static partial int IsolationNative_WaitPidfd(int pidfd, int timeoutMs);

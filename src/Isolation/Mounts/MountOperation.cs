@@ -34,6 +34,7 @@ internal enum NativeOpFlags : uint
     InRoot = 0x10,
     SourceInRoot = 0x20,
     TmpfsUpper = 0x40,
+    Prepared = 0x80,
 }
 
 /// <summary>

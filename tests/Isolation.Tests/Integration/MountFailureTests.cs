@@ -46,21 +46,6 @@ public sealed class MountFailureTests : IDisposable
     }
 
     [Fact]
-    public async Task An_idmapped_bind_of_a_host_file_system_is_refused_with_a_reason_and_leaves_nothing_behind()
-    {
-        // The kernel wants CAP_SYS_ADMIN over the file system's user namespace (mount_setattr(2)); the
-        // sandbox's setup runs inside the new user namespace, so a host file system cannot be idmapped there.
-        string dir = Temp();
-
-        var e = await Assert.ThrowsAsync<SandboxSetupException>(() => ShAsync(InRoot(m => m.Tmpfs("/tmp").IdmappedBind(dir, "/mapped")), "true"));
-
-        Assert.Equal(2, e.MountIndex);
-        Assert.Contains($"idmapped bind {dir} on /mapped (idmapping it)", e.Message);
-        Assert.Equal("EPERM", e.ErrnoName);
-        Assert.Contains("user namespace", e.Hint);
-    }
-
-    [Fact]
     public async Task A_failure_after_the_first_pivot_of_an_empty_root_leaves_nothing_behind()
     {
         var e = await Assert.ThrowsAsync<SandboxSetupException>(() => ShAsync(Rootless.WithMounts(m => m
