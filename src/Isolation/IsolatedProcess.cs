@@ -134,6 +134,9 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
         _status = status;
         _failure = failure;
         _exitedFlag = true; // volatile write: publishes the fields above
+        // A full fence between the store above and the load below (Dekker with Waiters(), whose
+        // CompareExchange is one): otherwise both sides can miss each other and a waiter sleeps for ever.
+        Interlocked.MemoryBarrier();
         if (Volatile.Read(ref _waiters) is { } waiters)
             CompleteWaiters(waiters);
     }

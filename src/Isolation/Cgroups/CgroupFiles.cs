@@ -43,11 +43,45 @@ internal static class CgroupFiles
             throw Failed($"write '{text.TrimEnd()}' to {path}", errno, path);
     }
 
-    public static string? TryRead(string path)
+    /// <summary>
+    /// The whole file, or null when it cannot be read. One open and a few read(2)s into a pooled buffer:
+    /// cgroup files are read on every exit, and File.ReadAllText's stream and reader cost kilobytes each.
+    /// </summary>
+    public static unsafe string? TryRead(string path)
     {
-        try { return File.ReadAllText(path); }
-        catch (IOException) { return null; }
-        catch (UnauthorizedAccessException) { return null; }
+        int fd = open_path(path, O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0)
+            return null;
+        byte[] buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(8192);
+        try
+        {
+            int total = 0;
+            while (true)
+            {
+                if (total == buffer.Length)
+                {
+                    byte[] larger = System.Buffers.ArrayPool<byte>.Shared.Rent(buffer.Length * 2);
+                    buffer.AsSpan(0, total).CopyTo(larger);
+                    System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+                    buffer = larger;
+                }
+                nint n;
+                fixed (byte* p = buffer)
+                    n = (nint)read(fd, p + total, buffer.Length - total);
+                if (n < 0 && Marshal.GetLastPInvokeError() == EINTR)
+                    continue;
+                if (n < 0)
+                    return null;
+                if (n == 0)
+                    return Encoding.UTF8.GetString(buffer, 0, total);
+                total += (int)n;
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+            close(fd);
+        }
     }
 
     /// <summary>A single-value file: a number, or "max" (null).</summary>
