@@ -145,7 +145,17 @@ public sealed class SecurityTests
 
         ExitStatus unshare = await ErrnoOfAsync(builder, "clone-user");
         ExitStatus keyctl = await ErrnoOfAsync(builder, "keyctl");
-        ExitStatus mkdir = await ErrnoOfAsync(builder, "mkdir", "/tmp/isolation-default-" + Guid.NewGuid().ToString("N"));
+        string dir = "/tmp/isolation-default-" + Guid.NewGuid().ToString("N");
+        ExitStatus mkdir;
+        try
+        {
+            mkdir = await ErrnoOfAsync(builder, "mkdir", dir);
+        }
+        finally
+        {
+            if (Directory.Exists(dir))
+                Directory.Delete(dir); // the sandbox shares the host's /tmp
+        }
 
         Assert.Equal(EPERM, unshare.ExitCode);
         Assert.Equal(EPERM, keyctl.ExitCode);
