@@ -330,7 +330,7 @@ internal static class BwrapCommand
         // bwrap starts in the directory it was run from when the sandbox shows it, else in /; and says so in PWD.
         string? cwd = chdir ?? InsideCwd(Environment.CurrentDirectory, binds);
         if (cwd is not null)
-            b = b.WithWorkingDirectory(cwd);
+            b = b.WithWorkingDirectory(cwd, fallBack: chdir is null); // --chdir must exist; the inherited one may be hidden
         string pwd = cwd ?? "/";
         b = b.WithEnvironment(e =>
         {

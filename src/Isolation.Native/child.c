@@ -946,8 +946,19 @@ int iso_child_main(void *arg)
             fail(req, ISO_STEP_STDIO, i, rc, 0);
     }
 
-    if (req->cwd != 0 && (rc = iso_sys1(SYS_chdir, req->cwd)) < 0)
-        fail(req, ISO_STEP_CHDIR, -1, rc, 0);
+    if (req->cwd != 0 && (rc = iso_sys1(SYS_chdir, req->cwd)) < 0) {
+        if (!(req->flags & ISO_SPAWN_CWD_FALLBACK))
+            fail(req, ISO_STEP_CHDIR, -1, rc, 0);
+        /* bubblewrap: the caller's directory is not in the sandbox, so try $HOME, then "/". */
+        rc = -ENOENT;
+        for (char *const *e = req->envp; *e != 0 && rc < 0; e++) {
+            const char *v = *e;
+            if (v[0] == 'H' && v[1] == 'O' && v[2] == 'M' && v[3] == 'E' && v[4] == '=')
+                rc = iso_sys1(SYS_chdir, v + 5);
+        }
+        if (rc < 0 && (rc = iso_sys1(SYS_chdir, "/")) < 0)
+            fail(req, ISO_STEP_CHDIR, -1, rc, 0);
+    }
 
     /* Only the fds the user passed reach the program: everything from 3 up is closed at execve. */
     if (!(req->flags & ISO_SPAWN_KEEP_FDS)) {

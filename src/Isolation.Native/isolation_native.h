@@ -75,6 +75,7 @@ struct iso_op {
 #define ISO_SPAWN_NO_CLONE3      0x10u  /* tests: force the clone() fallback */
 #define ISO_SPAWN_KEEP_FDS       0x20u  /* do not mark fds >= 3 close-on-exec (inherit them) */
 #define ISO_SPAWN_SET_GROUPS     0x40u  /* call setgroups(ngroups, groups) (needs setgroups "allow") */
+#define ISO_SPAWN_CWD_FALLBACK   0x80u  /* cwd missing: chdir to $HOME of envp, else to "/" (bubblewrap's rule) */
 
 /* The request lives in one native block owned by the parent until the child has exec'd or exited. */
 struct iso_spawn_request {

@@ -125,7 +125,8 @@ public sealed unsafe partial class IsolationSpec
             | (state.Namespaces.HasFlag(Namespaces.Net) ? ISO_SPAWN_LOOPBACK_UP : 0)
             | (state.NewSession ? ISO_SPAWN_NEW_SESSION : 0)
             | (state.Uid is not null ? ISO_SPAWN_SET_IDS : 0)
-            | (state.SetGroups ? ISO_SPAWN_SET_GROUPS : 0);
+            | (state.SetGroups ? ISO_SPAWN_SET_GROUPS : 0)
+            | (state.WorkingDirectoryFallback ? ISO_SPAWN_CWD_FALLBACK : 0);
     }
 
     /// <summary>The namespaces each sandbox gets.</summary>

@@ -114,10 +114,13 @@ public sealed class NamespaceBuilder
     }
 
     /// <summary>Run the program in this directory (inside the sandbox when it has a new root).</summary>
-    public NamespaceBuilder WithWorkingDirectory(string path)
+    /// <param name="path">An absolute path, inside the new root when the sandbox has one.</param>
+    /// <param name="fallBack">When <paramref name="path"/> does not exist in the sandbox, start in its $HOME, else in
+    /// "/", instead of failing (bubblewrap's rule for the directory it was run from).</param>
+    public NamespaceBuilder WithWorkingDirectory(string path, bool fallBack = false)
     {
         MountPlanBuilder.Checked(path, nameof(path));
-        return With(_state with { WorkingDirectory = path });
+        return With(_state with { WorkingDirectory = path, WorkingDirectoryFallback = fallBack });
     }
 
     /// <summary>Where standard input comes from (default: inherited).</summary>
@@ -297,6 +300,7 @@ internal sealed record BuilderState
     public bool ClearEnvironment { get; init; }
     public ImmutableArray<KeyValuePair<string, string?>> EnvironmentChanges { get; init; } = [];
     public string? WorkingDirectory { get; init; }
+    public bool WorkingDirectoryFallback { get; init; }
     public Stdio Stdin { get; init; } = Stdio.Inherit;
     public Stdio Stdout { get; init; } = Stdio.Inherit;
     public Stdio Stderr { get; init; } = Stdio.Inherit;

@@ -15,6 +15,7 @@ internal static unsafe partial class Interop
     internal const uint ISO_SPAWN_NO_CLONE3 = 0x10;
     internal const uint ISO_SPAWN_KEEP_FDS = 0x20;
     internal const uint ISO_SPAWN_SET_GROUPS = 0x40;
+    internal const uint ISO_SPAWN_CWD_FALLBACK = 0x80;
 
     internal const ulong CLONE_NEWTIME = 0x80;
 

@@ -64,6 +64,8 @@ public sealed class BwrapTests
         Usr + "--clearenv --setenv A 1 --setenv B 2 --unsetenv B -- /usr/bin/env",
         Usr + "--setenv X y --unsetenv HOME -- /bin/sh -c 'echo $X ${HOME-unset}'",
         Usr + "--chdir /usr/share --new-session --die-with-parent -- /bin/sh -c 'pwd; exit 7'",
+        // The caller's directory hidden by a tmpfs over its parent: bwrap falls back to $HOME, then "/".
+        $"--ro-bind / / --tmpfs {Path.GetDirectoryName(Environment.CurrentDirectory)} -- /bin/pwd",
         Usr + "--args 3 -- /bin/sh -c 'echo $0' 3< <(printf -- '--tmpfs\\0/spliced\\0') ; true",
         Usr + "--unshare-pid --info-fd 3 -- /bin/true 3>&1 | grep -c child-pid",
         Usr + "--unshare-pid --json-status-fd 3 -- /bin/sh -c 'exit 5' 3>&1 | grep -c -E 'child-pid|exit-code'",

@@ -74,6 +74,16 @@ public sealed class ProcessTests
     }
 
     [Fact]
+    public async Task A_missing_working_directory_can_fall_back_to_home_and_then_to_the_root()
+    {
+        NamespaceBuilder missing = Plain.WithWorkingDirectory("/no/such/directory", fallBack: true);
+        EnvironmentReport home = await TestHostRunner.ReportAsync(missing.WithEnvironment(e => e.Set("HOME", "/tmp")));
+        EnvironmentReport root = await TestHostRunner.ReportAsync(missing.WithEnvironment(e => e.Set("HOME", "/no/such/home")));
+        Assert.Equal("/tmp", home.Cwd);
+        Assert.Equal("/", root.Cwd);
+    }
+
+    [Fact]
     public async Task Standard_input_output_and_error_can_be_pipes()
     {
         IsolationSpec spec = Plain.WithStandardInput(Stdio.Pipe).WithStandardOutput(Stdio.Pipe).WithStandardError(Stdio.Pipe).Build();
