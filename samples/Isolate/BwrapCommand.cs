@@ -255,7 +255,7 @@ internal static class BwrapCommand
                     int fd = Fd(Next(option), option);
                     string dest = Next(option);
                     // bwrap copies the data at setup; we read it now, before the sandbox exists.
-                    byte[] data = ReadFdBytes(fd);
+                    byte[] data = SandboxFlags.ReadAll(fd);
                     int mode = TakePerms(option == "--file" ? 0x1B6 /* 0666, as bwrap */ : 0x180 /* 0600 */);
                     ops.Add(option == "--ro-bind-data" ? m => m.File(dest, data, mode).ReadOnlyPaths(dest) : m => m.File(dest, data, mode));
                     break;
@@ -403,15 +403,7 @@ internal static class BwrapCommand
         }
     }
 
-    private static byte[] ReadFdBytes(int fd)
-    {
-        using var stream = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true), FileAccess.Read, 1, isAsync: false);
-        using var buffer = new MemoryStream();
-        stream.CopyTo(buffer);
-        return buffer.ToArray();
-    }
-
-    private static string ReadFd(int fd) => Encoding.UTF8.GetString(ReadFdBytes(fd));
+    private static string ReadFd(int fd) => Encoding.UTF8.GetString(SandboxFlags.ReadAll(fd));
 
     private static void WaitForData(int fd)
     {

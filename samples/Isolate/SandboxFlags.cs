@@ -241,9 +241,11 @@ internal sealed class SandboxFlags
             ? n
             : throw new SandboxFlagException($"{option} takes a number, not '{text}'");
 
-    private static byte[] ReadFd(string text, string option)
+    private static byte[] ReadFd(string text, string option) => ReadAll((int)Long(text, option));
+
+    /// <summary>Reads a descriptor the caller passed (bubblewrap's FD options) to its end, and closes it.</summary>
+    internal static byte[] ReadAll(int fd)
     {
-        int fd = (int)Long(text, option);
         using var stream = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true), FileAccess.Read, 1, isAsync: false);
         using var buffer = new MemoryStream();
         stream.CopyTo(buffer);

@@ -109,7 +109,7 @@ internal static class UnshareCommand
         ExitStatus status;
         try
         {
-            await using IsolatedProcess process = await StartOnLongLivedThreadAsync(spec, plan);
+            await using IsolatedProcess process = spec.Start(plan.Program, plan.Arguments);
             forwarder.Attach(process);
             status = await process.WaitForExitAsync();
             SandboxFlags.ReportTermination(status, process);
@@ -134,34 +134,6 @@ internal static class UnshareCommand
         Console.Error.Flush();
         DieBySignal(status.Signal);
         return status.ShellExitCode; // a signal that does not terminate by default (cannot end a child, but be safe)
-    }
-
-    /// <summary>
-    /// Starts the program from a thread that lives until the program has exited. PR_SET_PDEATHSIG (--kill-child)
-    /// fires when the *thread* that created the child ends (prctl(2)), so a start from a thread-pool thread
-    /// that the pool later retires would kill the program early.
-    /// </summary>
-    private static Task<IsolatedProcess> StartOnLongLivedThreadAsync(IsolationSpec spec, UnsharePlan plan)
-    {
-        var started = new TaskCompletionSource<IsolatedProcess>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var thread = new Thread(() =>
-        {
-            IsolatedProcess process;
-            try
-            {
-                process = spec.Start(plan.Program, plan.Arguments);
-            }
-            catch (Exception e)
-            {
-                started.SetException(e);
-                return;
-            }
-            started.SetResult(process);
-            process.WaitForExit();
-        })
-        { IsBackground = true, Name = "isolate spawner" };
-        thread.Start();
-        return started.Task;
     }
 
     /// <summary>Forwards signals to the program; one that arrives while Start is still returning is delivered once it has.</summary>

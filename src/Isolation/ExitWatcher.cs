@@ -13,22 +13,10 @@ internal static unsafe class ExitWatcher
     private static readonly Lock s_lock = new();
     private static int s_epoll = -1;
 
-    [StructLayout(LayoutKind.Sequential, Pack = 4)]
-    private struct EpollEventX64
-    {
-        public uint Events;
-        public ulong Data;
-    }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct EpollEventArm64
-    {
-        public uint Events;
-        public ulong Data;
-    }
-
-    // epoll_event is packed on x86-64 only.
-    private static readonly bool s_packed = RuntimeInformation.ProcessArchitecture == Architecture.X64;
+    // struct epoll_event { uint32_t events; uint64_t data; } is packed on x86-64 only (12 bytes, data at 4);
+    // elsewhere it has natural alignment (16 bytes, data at 8).
+    private static readonly int s_dataOffset = RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 4 : 8;
+    private static readonly int s_eventSize = s_dataOffset == 4 ? 12 : 16;
 
     /// <summary>
     /// Watches <paramref name="pidfd"/> until it becomes readable, then calls <see cref="IsolatedProcess.OnWatcherEvent"/>
@@ -38,18 +26,10 @@ internal static unsafe class ExitWatcher
     {
         EnsureStarted();
         GCHandle handle = GCHandle.Alloc(process);
-        ulong data = (ulong)(nint)GCHandle.ToIntPtr(handle);
-        int rc;
-        if (s_packed)
-        {
-            var ev = new EpollEventX64 { Events = (uint)(EPOLLIN | EPOLLONESHOT), Data = data };
-            rc = EpollCtl(s_epoll, 1 /* EPOLL_CTL_ADD */, pidfd, &ev);
-        }
-        else
-        {
-            var ev = new EpollEventArm64 { Events = (uint)(EPOLLIN | EPOLLONESHOT), Data = data };
-            rc = EpollCtl(s_epoll, 1, pidfd, &ev);
-        }
+        byte* ev = stackalloc byte[16];
+        *(uint*)ev = (uint)(EPOLLIN | EPOLLONESHOT);
+        *(ulong*)(ev + s_dataOffset) = (ulong)(nint)GCHandle.ToIntPtr(handle);
+        int rc = EpollCtl(s_epoll, 1 /* EPOLL_CTL_ADD */, pidfd, ev);
         if (rc != 0)
         {
             int error = Marshal.GetLastPInvokeError();
@@ -85,7 +65,6 @@ internal static unsafe class ExitWatcher
     {
         const int MaxEvents = 64;
         byte* events = stackalloc byte[MaxEvents * 16];
-        int stride = s_packed ? 12 : 16;
         while (true)
         {
             int n = EpollWait(s_epoll, events, MaxEvents, -1);
@@ -94,7 +73,7 @@ internal static unsafe class ExitWatcher
             for (int i = 0; i < n; i++)
             {
                 // EPOLLONESHOT: the entry is disarmed; it goes away when the process closes its pidfd.
-                var handle = GCHandle.FromIntPtr((nint)(*(ulong*)(events + i * stride + 4 + (s_packed ? 0 : 4))));
+                var handle = GCHandle.FromIntPtr((nint)(*(ulong*)(events + i * s_eventSize + s_dataOffset)));
                 var process = (IsolatedProcess)handle.Target!;
                 handle.Free();
                 process.OnWatcherEvent();

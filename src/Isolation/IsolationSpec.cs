@@ -99,7 +99,7 @@ public sealed unsafe partial class IsolationSpec
                 n2 = m.N2,
             };
         }
-        _envp = block.TakeArray<nint>(environment.Count + 1) is var envp ? (byte**)envp : null;
+        _envp = (byte**)block.TakeArray<nint>(environment.Count + 1);
         for (int i = 0; i < environment.Count; i++)
             _envp[i] = block.String(environment[i]);
         _envp[environment.Count] = null;

@@ -271,10 +271,6 @@ public sealed class NamespaceBuilder
         foreach (Rlimit rlimit in s.Rlimits)
             rlimit.Validate();
         SecurityCompiler.Validate(s); // security: capabilities, seccomp, Landlock, nested user namespaces
-        if (s.ClearEnvironment is false && s.EnvironmentChanges.Length == 0)
-        {
-            // Nothing to check: the environment is the caller's.
-        }
     }
 }
 

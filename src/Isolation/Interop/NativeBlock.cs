@@ -31,8 +31,6 @@ internal unsafe struct NativeBlock
     }
 
     public readonly byte* Start => _start;
-    public readonly nuint Used => _used;
-    public readonly nuint Size => _size;
 
     public static nuint Align(nuint n) => (n + 15) & ~(nuint)15;
 
