@@ -73,7 +73,7 @@ public sealed class SetupFailureTests
     [Fact]
     public void A_failed_mount_names_the_operation_as_written()
     {
-        IsolationSpec spec = Sandbox.WithMounts(m => m.Tmpfs("/tmp/isolation-ok").Bind("/no/such/source", "/mnt/data")).Build();
+        IsolationSpec spec = Sandbox.WithMounts(m => m.Tmpfs("/tmp").Bind("/no/such/source", "/mnt/data")).Build();
         var e = FailsCleanly(spec, "/bin/true");
         Assert.Equal(SetupStep.Mount, e.Step);
         Assert.Equal(2, e.MountIndex);
