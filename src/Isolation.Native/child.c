@@ -1,10 +1,11 @@
 /*
  * child.c: the child side, between clone and execve.
  *
- * Runs with CLONE_VM on the parent's memory, on a stack the parent allocated, with every signal blocked.
- * Only raw system calls (raw_syscall.h): no malloc, no stdio, no locks, no errno. Every call is followed
- * by its check; a failure writes one iso_child_error to the O_CLOEXEC error pipe and exits. The steps
- * run in the order of DESIGN.md §3, step 5.
+ * The child is a fork of the spawn helper (helper.c): it has a private copy of the helper's small memory,
+ * and nothing of the host's. It still uses only raw system calls (raw_syscall.h): no malloc, no stdio, no
+ * locks, no errno, so the same code could run on a shared stack again. Every call is followed by its
+ * check; a failure writes one iso_child_error to the O_CLOEXEC error pipe and exits. The steps run in the
+ * order of DESIGN.md §3, step 5.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -25,6 +26,8 @@
 #include "raw_syscall.h"
 #include "child.h"
 #include "child_security.h"
+
+#include <poll.h>
 
 #ifndef MOUNT_ATTR_RDONLY
 #define MOUNT_ATTR_RDONLY 0x00000001
@@ -826,16 +829,189 @@ static long exec_program(const struct iso_spawn_request *req)
     }
 }
 
-/* The child's entry point (see iso_clone3 / clone). Never returns on success. */
+/* child: is the helper still there? Its pidfd becomes readable when it exits (pidfd_open(2)). */
+static int helper_gone(const struct iso_spawn_request *req)
+{
+    if (req->helper_pidfd < 0)
+        return 0;
+    struct pollfd pfd = { req->helper_pidfd, POLLIN, 0 };
+    struct { long sec, nsec; } zero = { 0, 0 };
+    return iso_sys5(SYS_ppoll, &pfd, 1, &zero, 0, 0) > 0;
+}
+
+/*
+ * child: (re-)arm the parent-death signal and check that the helper did not die before it was armed.
+ * prctl(2): the setting is cleared by every credential change (commit_creds), so it is armed first thing
+ * and again after the last identity switch. getppid() is no use for the check: it is 0 in a new PID
+ * namespace, so the helper's pidfd is.
+ */
+long iso_arm_death_signal(const struct iso_spawn_request *req)
+{
+    long rc = iso_sys2(SYS_prctl, PR_SET_PDEATHSIG, req->pdeath_signal);
+    if (rc < 0)
+        return rc;
+    return helper_gone(req) ? -ESRCH : 0;
+}
+
+static void sort_fds(int *fds, uint32_t n)
+{
+    for (uint32_t i = 1; i < n; i++)
+        for (uint32_t j = i; j > 0 && fds[j - 1] > fds[j]; j--) {
+            int t = fds[j];
+            fds[j] = fds[j - 1];
+            fds[j - 1] = t;
+        }
+}
+
+static int is_kept(const int *keep, uint32_t n, long fd)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (keep[i] == fd)
+            return 1;
+    return 0;
+}
+
+/* child: close every descriptor from 3 up that is not in keep (sorted). close_range(2) where the kernel has
+ * it (5.9), else a walk of /proc/self/fd with getdents64: never exec with a descriptor nobody asked for. */
+static long close_all_but(const int *keep, uint32_t n)
+{
+    long rc = 0;
+    unsigned int from = 3;
+    for (uint32_t i = 0; i <= n && rc == 0; i++) {
+        unsigned int to = i < n ? (unsigned int)keep[i] : ~0U;
+        if (i < n && (keep[i] < 3 || (i > 0 && keep[i] == keep[i - 1])))
+            continue;
+        if (to > from)
+            rc = iso_sys3(SYS_close_range, from, to - 1, 0);
+        from = to + 1;
+    }
+    if (rc == 0)
+        return 0;
+    if (rc != -ENOSYS && rc != -EINVAL && rc != -EPERM)
+        return rc;
+    long dir = iso_sys4(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (dir < 0)
+        return dir;
+    char buf[1024];
+    for (;;) {
+        /* Closing while reading the same directory is fine for /proc/self/fd: entries are numbers in order. */
+        long got = iso_sys3(SYS_getdents64, dir, buf, sizeof buf);
+        if (got < 0) {
+            iso_sys1(SYS_close, dir);
+            return got;
+        }
+        if (got == 0)
+            break;
+        for (long off = 0; off < got;) {
+            struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; } *d = (void *)(buf + off);
+            off += d->reclen;
+            long fd = 0;
+            if (d->name[0] < '0' || d->name[0] > '9')
+                continue;
+            for (const char *c = d->name; *c >= '0' && *c <= '9'; c++)
+                fd = fd * 10 + (*c - '0');
+            if (fd >= 3 && fd != dir && !is_kept(keep, n, fd))
+                iso_sys1(SYS_close, fd);
+        }
+    }
+    iso_sys1(SYS_close, dir);
+    return 0;
+}
+
+/* child: move fd to at least min (close-on-exec), closing the old number. */
+static long move_up(int *fd, int min)
+{
+    long moved = iso_sys3(SYS_fcntl, *fd, F_DUPFD_CLOEXEC, min);
+    if (moved < 0)
+        return moved;
+    iso_sys1(SYS_close, *fd);
+    *fd = (int)moved;
+    return 0;
+}
+
+/*
+ * child, first of all: keep only the spawn's own descriptors (the ones the host sent for it, the sync and
+ * error pipes, the helper's pidfd) and put them where the request says. Everything else of the helper's
+ * (its channel, other spawns' sockets and pipes) is closed, so nothing in the sandbox can talk to the
+ * helper or hold another sandbox's pipe open. Passed descriptors go to the numbers the program expects,
+ * after every internal one has been moved out of their way.
+ */
+static long arrange_fds(struct iso_child_args *a, int *slot)
+{
+    struct iso_spawn_request *req = a->req;
+    int keep[ISO_MAX_SPAWN_FDS + 3];
+    uint32_t n = 0;
+    int max_target = 2;
+    for (uint32_t i = 0; i < a->nfds; i++) {
+        int role = a->slots[i].role;
+        if (role == ISO_FD_STATUS || role == ISO_FD_CGROUP || role == ISO_FD_ARGS)
+            continue; /* the helper's, never the sandbox's: closed below */
+        keep[n++] = a->fds[i];
+        if (role == ISO_FD_PASS && a->slots[i].arg > max_target)
+            max_target = a->slots[i].arg;
+    }
+    keep[n++] = req->child_sync_fd;
+    keep[n++] = req->child_error_fd;
+    if (req->helper_pidfd >= 0)
+        keep[n++] = req->helper_pidfd;
+    sort_fds(keep, n);
+    long rc = close_all_but(keep, n);
+    if (rc < 0)
+        return rc;
+    for (uint32_t i = 0; i < a->nfds; i++) {
+        int role = a->slots[i].role;
+        if (role == ISO_FD_STATUS || role == ISO_FD_CGROUP || role == ISO_FD_ARGS)
+            a->fds[i] = -1;
+    }
+
+    if (max_target > 2) {
+        /* Out of the way of the targets: every internal descriptor above the highest one. */
+        *slot = -1;
+        int *internal[3] = { &req->child_sync_fd, &req->child_error_fd, &req->helper_pidfd };
+        for (int i = 0; i < 3; i++)
+            if (*internal[i] >= 0 && *internal[i] <= max_target && (rc = move_up(internal[i], max_target + 1)) < 0)
+                return rc;
+        for (uint32_t i = 0; i < a->nfds; i++) {
+            *slot = (int)i;
+            if (a->fds[i] >= 0 && a->fds[i] <= max_target && (rc = move_up(&a->fds[i], max_target + 1)) < 0)
+                return rc;
+        }
+    }
+    for (uint32_t i = 0; i < a->nfds; i++) {
+        *slot = (int)i;
+        int fd = a->fds[i], arg = a->slots[i].arg;
+        switch (a->slots[i].role) {
+        case ISO_FD_STDIO:
+            if (arg >= 0 && arg < 3)
+                req->stdio_fds[arg] = fd;
+            break;
+        case ISO_FD_INIT:
+            req->init_fd = fd;
+            break;
+        case ISO_FD_OP:
+            if (arg >= 0 && (uint32_t)arg < req->nops)
+                ((struct iso_op *)req->ops)[arg].n2 = fd;
+            break;
+        case ISO_FD_PASS:
+            if (arg > 2 && (rc = iso_sys3(SYS_dup3, fd, arg, 0)) < 0)
+                return rc;
+            break;
+        }
+    }
+    *slot = -1;
+    return 0;
+}
+
+/* The child's entry point (see iso_clone3 / clone): a fork of the helper. Never returns on success. */
 int iso_child_main(void *arg)
 {
-    const struct iso_spawn_request *req = arg;
+    struct iso_child_args *args = arg;
+    const struct iso_spawn_request *req = args->req;
     long rc;
     struct iso_security_state sec;   /* security: see child_security.c */
     int sec_step = 0, sec_index = -1;
 
-    /* child, signals still blocked: restore default dispositions; the runtime's handlers live in the
-     * parent's memory and must never run here (pal_process.c does the same). */
+    /* child, signals still blocked: restore default dispositions (the helper ignores SIGPIPE). */
     struct iso_kernel_sigaction dfl = { SIG_DFL, 0, 0, 0 };
     for (int sig = 1; sig < 65; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP)
@@ -843,7 +1019,19 @@ int iso_child_main(void *arg)
         iso_sys4(SYS_rt_sigaction, sig, &dfl, 0, 8);
     }
 
-    /* sync 1: wait until the parent has written our id maps and placed us in our cgroups. */
+    /* Die with the helper (it dies with the host: an owned sandbox never outlives its owner, DESIGN.md
+     * §3a), armed before the first wait. Not dumpable while we hold the helper's memory: nothing that
+     * shares our user namespace can ptrace or read us before exec (execve resets it). */
+    if ((rc = iso_arm_death_signal(req)) < 0)
+        fail(req, rc == -ESRCH ? ISO_STEP_PARENT_GONE : ISO_STEP_DEATH_SIGNAL, -1, rc, 0);
+    iso_sys5(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0);
+
+    int slot = -1;
+    if ((rc = arrange_fds(args, &slot)) < 0)
+        fail(req, ISO_STEP_ARRANGE_FDS, slot, rc, 0);
+
+    /* sync 1: wait until the helper (and the host, for its own steps) has written our id maps and placed us
+     * in our cgroups. EOF: the helper gave up on us, or died. */
     if (req->flags & ISO_SPAWN_WAIT_RELEASE) {
         char byte;
         do
@@ -858,9 +1046,6 @@ int iso_child_main(void *arg)
      * nested user namespaces while the host's /proc is still visible (child_security.c). */
     if ((rc = iso_security_early(req, &sec, &sec_step)) < 0)
         fail(req, sec_step, -1, rc, 0);
-
-    if (req->pdeath_signal != 0 && (rc = iso_sys2(SYS_prctl, PR_SET_PDEATHSIG, req->pdeath_signal)) < 0)
-        fail(req, ISO_STEP_DEATH_SIGNAL, -1, rc, 0);
 
     /* A cgroup namespace is rooted at the cgroup we are in now, so unshare it only after placement. */
     if ((req->unshare_flags & CLONE_NEWCGROUP) && (rc = iso_sys1(SYS_unshare, CLONE_NEWCGROUP)) < 0)
@@ -924,6 +1109,10 @@ int iso_child_main(void *arg)
         if ((rc = iso_sys3(SYS_setresuid, req->uid, req->uid, req->uid)) < 0)
             fail(req, ISO_STEP_SETUID, -1, rc, 0);
     }
+    /* The identity switches above (and the early one) cleared the death signal: arm it again. The
+     * security step re-arms it once more after its own credential changes. */
+    if ((rc = iso_arm_death_signal(req)) < 0)
+        fail(req, rc == -ESRCH ? ISO_STEP_PARENT_GONE : ISO_STEP_DEATH_SIGNAL, -1, rc, 0);
 
     /* stdio: move sources that sit on 0..2 out of the way first, so one dup2 cannot clobber another. */
     int32_t fds[3] = { req->stdio_fds[0], req->stdio_fds[1], req->stdio_fds[2] };
@@ -960,12 +1149,7 @@ int iso_child_main(void *arg)
             fail(req, ISO_STEP_CHDIR, -1, rc, 0);
     }
 
-    /* Only the fds the user passed reach the program: everything from 3 up is closed at execve. */
-    if (!(req->flags & ISO_SPAWN_KEEP_FDS)) {
-        rc = iso_sys3(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
-        if (rc < 0 && rc != -ENOSYS && rc != -EINVAL)
-            fail(req, ISO_STEP_CLOSE_FDS, -1, rc, 0);
-    }
+    /* Every descriptor left from 3 up is internal and close-on-exec (arrange_fds), but the passed ones. */
 
     uint64_t empty = 0;
     iso_sys4(SYS_rt_sigprocmask, SIG_SETMASK, &empty, 0, 8);
@@ -975,7 +1159,16 @@ int iso_child_main(void *arg)
         fail(req, sec_step, sec_index, rc, 0);
 
     if (req->init_fd >= 0) {
-        /* isolation-init reports the payload's exec failure through the same error pipe. */
+        /* isolation-init reports the payload's exec failure through the same error pipe, whose number is
+         * only known now that arrange_fds has put it in place. */
+        char *text = req->init_argv[1];
+        char digits[12];
+        int nd = 0;
+        for (unsigned int v = (unsigned int)req->child_error_fd; nd == 0 || v != 0; v /= 10)
+            digits[nd++] = (char)('0' + v % 10);
+        for (int i = 0; i < nd; i++)
+            text[i] = digits[nd - 1 - i];
+        text[nd] = '\0';
         if ((rc = iso_sys3(SYS_fcntl, req->child_error_fd, F_SETFD, 0)) < 0)
             fail(req, ISO_STEP_EXEC_INIT, -1, rc, 0);
         rc = iso_sys5(SYS_execveat, req->init_fd, "", req->init_argv, req->envp, AT_EMPTY_PATH);

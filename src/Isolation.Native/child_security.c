@@ -22,8 +22,7 @@
 #include "isolation_native.h"
 #include "raw_syscall.h"
 #include "child_security.h"
-
-#define EXPORT __attribute__((visibility("default")))
+#include "child.h"
 
 #ifndef SYS_landlock_create_ruleset
 #define SYS_landlock_create_ruleset 444
@@ -73,13 +72,6 @@ struct iso_landlock_net_port_attr {
     uint64_t allowed_access;
     uint64_t port;
 };
-
-/* Parent side: the host's Landlock ABI (landlock_create_ruleset(NULL, 0, VERSION)), or -errno
- * (-EOPNOTSUPP: built in but disabled at boot; -ENOSYS: not built in). */
-EXPORT int IsolationNative_LandlockAbi(void)
-{
-    return (int)iso_sys3(SYS_landlock_create_ruleset, 0, 0, ISO_LANDLOCK_CREATE_RULESET_VERSION);
-}
 
 static long write_all(int dirfd, const char *path, const char *text, long len)
 {
@@ -307,8 +299,7 @@ long iso_security_apply(const struct iso_spawn_request *req, struct iso_security
     if (sec == 0)
         return 0;
 
-    /* File descriptors: close_range marked everything from 3 up close-on-exec; let through only the
-     * ones the caller passed, at the same numbers. */
+    /* File descriptors: the passed ones sit at their numbers (arrange_fds, child.c); let them through exec. */
     *step = ISO_STEP_CLOSE_FDS;
     for (uint32_t i = 0; i < sec->npass_fds; i++) {
         if ((rc = iso_sys3(SYS_fcntl, sec->pass_fds[i], F_SETFD, 0)) < 0) {
@@ -340,6 +331,12 @@ long iso_security_apply(const struct iso_spawn_request *req, struct iso_security
         if ((rc = apply_landlock(sec, index)) < 0)
             return rc;
     }
+
+    /* The nested user namespace and the identity switches before it cleared the death signal
+     * (commit_creds); arm it once more while prctl is still sure to be allowed. */
+    *step = ISO_STEP_DEATH_SIGNAL;
+    if ((rc = iso_arm_death_signal(req)) < 0)
+        return rc;
 
     /* seccomp(2): each filter is added on top of the previous ones; the strictest verdict wins. */
     *step = ISO_STEP_SECCOMP;

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#define ISO_ABI_VERSION 2
+#define ISO_ABI_VERSION 3
 
 /* Kinds of mount-plan operation, executed in order in the child's new mount namespace. Paths are host
  * paths, or with ISO_OPF_IN_ROOT paths inside the root ISO_OP_OPEN_ROOT opened (resolved with openat2
@@ -73,11 +73,14 @@ struct iso_op {
 #define ISO_SPAWN_LOOPBACK_UP    0x4u   /* bring lo up (new network namespace) */
 #define ISO_SPAWN_WAIT_RELEASE   0x8u   /* block on the sync pipe until the parent has written id maps */
 #define ISO_SPAWN_NO_CLONE3      0x10u  /* tests: force the clone() fallback */
-#define ISO_SPAWN_KEEP_FDS       0x20u  /* do not mark fds >= 3 close-on-exec (inherit them) */
+#define ISO_SPAWN_HOST_STEP      0x20u  /* spawn message: the host has work of its own between clone and release
+                                           (newuidmap, v1 cgroups, rlimits): stop at ISO_REPLY_CLONED for it */
 #define ISO_SPAWN_SET_GROUPS     0x40u  /* call setgroups(ngroups, groups) (needs setgroups "allow") */
 #define ISO_SPAWN_CWD_FALLBACK   0x80u  /* cwd missing: chdir to $HOME of envp, else to "/" (bubblewrap's rule) */
 
-/* The request lives in one native block owned by the parent until the child has exec'd or exited. */
+/* The request: the spec's part is built once per spec by managed code and packed for the spawn helper
+ * (iso_pack_spec); the helper fills the per-spawn part (path, argv, descriptors) into its copy. The child is
+ * a fork of the helper, so it works on a private copy of all of it. */
 struct iso_spawn_request {
     uint32_t abi_version;
     uint32_t flags;
@@ -102,9 +105,9 @@ struct iso_spawn_request {
     uint32_t nops;
     int32_t pdeath_signal;         /* 0: none */
     int32_t init_fd;               /* execveat(init_fd, "", init_argv, envp, AT_EMPTY_PATH) instead, or -1 */
-    int32_t reserved0;
+    int32_t helper_pidfd;          /* the helper's own pidfd: readable once the helper is gone */
     char *const *init_argv;        /* init_argv[1] is written by the child: the error fd number */
-    void *stack;                   /* child stack (CLONE_VM): the child runs here until execve */
+    void *stack;                   /* unused (the child is a fork of the helper and runs on its own stack copy) */
     uint64_t stack_size;
     char *scratch;                 /* PATH search buffer */
     uint64_t scratch_size;
@@ -115,14 +118,6 @@ struct iso_spawn_request {
     int32_t child_error_fd;
 };
 
-struct iso_spawn_result {
-    int32_t pid;
-    int32_t pidfd;
-    int32_t sync_fd;     /* parent's write end: write one byte to release the child, close to abort it */
-    int32_t error_fd;    /* parent's read end: EOF means execve succeeded; else one iso_child_error */
-    int32_t used_clone3; /* 1: clone3 (CLONE_INTO_CGROUP honoured), 0: clone fallback */
-    int32_t reserved;
-};
 
 /* iso_security.flags */
 #define ISO_SEC_CAPS             0x1u   /* apply the capability sets below */
@@ -202,6 +197,8 @@ enum iso_step {
     ISO_STEP_EXEC = 18,
     ISO_STEP_EXEC_INIT = 19,
     ISO_STEP_PAYLOAD_FORK = 20,    /* reported by isolation-init */
+    ISO_STEP_PARENT_GONE = 21,     /* the helper died before the child was armed to die with it */
+    ISO_STEP_ARRANGE_FDS = 22,     /* moving the spawn's descriptors into place; index: the slot */
     /* Security steps (child_security.c), in the order they run. */
     ISO_STEP_USERNS_LIMIT = 30,    /* write /proc/sys/user/max_user_namespaces in the sandbox's user namespace */
     ISO_STEP_USERNS_NEST = 31,     /* unshare(CLONE_NEWUSER) and write the inner uid/gid map */
@@ -213,6 +210,14 @@ enum iso_step {
     ISO_STEP_NO_NEW_PRIVS = 37,    /* prctl(PR_SET_NO_NEW_PRIVS) */
     ISO_STEP_LANDLOCK = 38,        /* landlock_*(2); index: the rule (path rules, then port rules), or -1 */
     ISO_STEP_SECCOMP = 39,         /* seccomp(SECCOMP_SET_MODE_FILTER); index: the filter */
+    /* Steps of the spawn helper itself (helper.c), between clone and release. */
+    ISO_STEP_HELPER_CLONE = 100,   /* clone3/clone; index: 1 when the clone() fallback was used */
+    ISO_STEP_HELPER_SETGROUPS = 101,
+    ISO_STEP_HELPER_UID_MAP = 102,
+    ISO_STEP_HELPER_GID_MAP = 103,
+    ISO_STEP_HELPER_RELEASE = 104,
+    ISO_STEP_HELPER_CGROUP = 105,  /* writing the pid into cgroup.procs after the clone() fallback */
+    ISO_STEP_HELPER_SPEC = 108,    /* the spawn named a spec the helper does not have, or a bad message */
 };
 
 struct iso_child_error {
@@ -227,29 +232,120 @@ enum iso_mount_substep {
     ISO_SUB_WRITE = 4, ISO_SUB_CHDIR = 5, ISO_SUB_PIVOT = 6, ISO_SUB_DETACH = 7,
 };
 
+/*
+ * The spawn helper (helper.c, DESIGN.md §2): a small single-threaded process, started once per host, whose
+ * children the sandboxes are. The host talks to it over a SOCK_SEQPACKET socketpair (the channel, fd 3 in
+ * the helper); every spawn brings a socketpair of its own (the status socket) on which the helper answers.
+ */
+#define ISO_HELPER_CHANNEL_FD 3
+
+/* A spec as the helper keeps it: one block, pointers stored as offsets from its start (0: NULL), made by
+ * iso_pack_spec in the host and made usable again by iso_unpack_spec in the helper. */
+struct iso_packed_spec {
+    uint32_t abi_version;
+    uint32_t size;                 /* bytes in the block */
+    struct iso_spawn_request req;  /* path, argv, init_argv and descriptors are filled per spawn */
+    const char *setgroups;         /* written to /proc/PID/setgroups by the helper, or NULL */
+    const char *uid_map;           /* written to /proc/PID/uid_map by the helper, or NULL (none, or the host's job) */
+    const char *gid_map;
+};
+
+/* Host -> helper, on the channel. */
+enum iso_message_kind {
+    ISO_MSG_DEFINE = 1,   /* iso_define_msg; descriptors: a memfd holding an iso_packed_spec */
+    ISO_MSG_FORGET = 2,   /* iso_define_msg: the spec is gone */
+    ISO_MSG_SPAWN = 3,    /* iso_spawn_msg, then strings_len bytes "path\0argv0\0arg1\0..." (or an ISO_FD_ARGS memfd) */
+};
+
+struct iso_define_msg {
+    uint32_t kind;
+    uint32_t spec_id;
+};
+
+/* What each descriptor of a spawn message is, in the order they travel (SCM_RIGHTS). */
+enum iso_fd_role {
+    ISO_FD_STATUS = 1,    /* the status socket: the helper's answers, the host's "continue" */
+    ISO_FD_STDIO = 2,     /* arg: 0, 1 or 2 */
+    ISO_FD_CGROUP = 3,    /* v2 directory for CLONE_INTO_CGROUP */
+    ISO_FD_INIT = 4,      /* the init executable */
+    ISO_FD_OP = 5,        /* arg: a mount op whose n2 is this descriptor (FileFromDescriptor, idmapped trees) */
+    ISO_FD_PASS = 6,      /* arg: the number the program gets it at (PassFileDescriptors) */
+    ISO_FD_ARGS = 7,      /* a memfd holding the strings, when they do not fit in the message */
+};
+
+struct iso_fd_slot {
+    int32_t role;
+    int32_t arg;
+};
+
+#define ISO_MAX_SPAWN_FDS 64   /* below SCM_MAX_FD (253) */
+
+struct iso_spawn_msg {
+    uint32_t kind;
+    uint32_t spec_id;
+    uint32_t flags;                /* added to the spec's: ISO_SPAWN_NO_CLONE3, ISO_SPAWN_HOST_STEP */
+    int32_t death_signal;          /* sent to the sandbox when the helper dies (the host died); never 0 */
+    uint32_t nfds;
+    uint32_t argc;                 /* argv entries, argv[0] included */
+    uint32_t strings_len;
+    uint32_t reserved;
+    struct iso_fd_slot slots[ISO_MAX_SPAWN_FDS];
+};
+
+/* Helper -> host, on the spawn's status socket. */
+enum iso_reply_kind {
+    ISO_REPLY_CLONED = 1,  /* the child waits at sync 1: the host does its part, then writes one byte (or closes to abort) */
+    ISO_REPLY_EXECED = 2,  /* the program runs; descriptors: its pidfd */
+    ISO_REPLY_FAILED = 3,  /* setup failed (error); the child is reaped */
+    ISO_REPLY_EXITED = 4,  /* the program exited and was reaped: code, status, rusage */
+};
+
+struct iso_reply {
+    uint32_t kind;
+    int32_t pid;
+    int32_t used_clone3;
+    int32_t code;                  /* EXITED: siginfo si_code (CLD_EXITED, CLD_KILLED, CLD_DUMPED) */
+    int32_t status;                /* EXITED: si_status */
+    int32_t reserved;
+    struct iso_child_error error;  /* FAILED */
+    int64_t user_us;
+    int64_t sys_us;
+    int64_t maxrss_kb;
+};
+
 /* The managed mirror (Interop.Native.cs) relies on these sizes on 64-bit targets. */
 _Static_assert(sizeof(struct iso_op) == 64, "iso_op layout");
 _Static_assert(sizeof(struct iso_spawn_request) == 216, "iso_spawn_request layout");
 _Static_assert(sizeof(struct iso_child_error) == 16, "iso_child_error layout");
 _Static_assert(sizeof(struct iso_security) == 136, "iso_security layout");
 _Static_assert(sizeof(struct iso_sock_fprog) == 16, "iso_sock_fprog layout");
+_Static_assert(sizeof(struct iso_spawn_msg) == 32 + 8 * ISO_MAX_SPAWN_FDS, "iso_spawn_msg layout");
+_Static_assert(sizeof(struct iso_reply) == 64, "iso_reply layout");
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* Parent side (managed callers). All return -errno on failure unless stated. */
+/* Host side (managed callers, parent.c). All return -errno on failure unless stated. */
 int IsolationNative_AbiVersion(void);
-int IsolationNative_Spawn(struct iso_spawn_request *req, struct iso_spawn_result *res);
-int IsolationNative_Release(int sync_fd);
-int IsolationNative_WaitExec(int error_fd, struct iso_child_error *error);
+int IsolationNative_StartHelper(const char *path, int *channel, int *pid);
+int IsolationNative_DefineSpec(int channel, uint32_t spec_id, const struct iso_spawn_request *tmpl,
+                               const char *setgroups, const char *uid_map, const char *gid_map);
+int IsolationNative_ForgetSpec(int channel, uint32_t spec_id);
+int IsolationNative_SendSpawn(int channel, const struct iso_spawn_msg *msg, const int32_t *fds, const char *strings);
+int IsolationNative_ReadReply(int status_fd, int nonblocking, struct iso_reply *reply, int32_t *fd);
+int IsolationNative_Continue(int status_fd);
 int IsolationNative_WriteProcFile(int pid, const char *name, const char *text, size_t len);
 int IsolationNative_PidfdSendSignal(int pidfd, int sig);
-int IsolationNative_WaitPidfd(int pidfd, int timeout_ms);
+int IsolationNative_WaitReadable(int fd, int timeout_ms);
 int IsolationNative_OpenIdmappedTree(const char *source, int userns_fd, int recursive, uint64_t attr_set);
-int IsolationNative_ReapPidfd(int pidfd, int nohang, int32_t *code, int32_t *status, int64_t *rusage_user_us, int64_t *rusage_sys_us, int64_t *rusage_maxrss_kb);
 int IsolationNative_OpenInitMemfd(const char *path);
 const char *IsolationNative_LibraryPath(void);
+
+/* Both sides (spec_pack.c). */
+size_t iso_pack_spec(const struct iso_spawn_request *tmpl, const char *setgroups, const char *uid_map,
+                     const char *gid_map, void *out, size_t cap);
+int iso_unpack_spec(struct iso_packed_spec *spec, size_t size);
 
 #ifdef __cplusplus
 }

@@ -1,12 +1,17 @@
 /*
- * parent.c: the parent side of a spawn, called from managed code (Interop/Interop.Native.cs).
+ * parent.c: the host's side, called from managed code (Interop/Interop.Native.cs).
  *
- * IsolationNative_Spawn clones the child (DESIGN.md §3, step 2) and returns at once; the managed caller
- * then writes id maps and cgroup placement, releases the child (sync 1) and waits for execve
- * (IsolationNative_WaitExec). These functions may use libc freely: they run in the parent.
+ * Starts the spawn helper (helper.c) and talks to it: specs are packed and sent once (DefineSpec), each
+ * spawn is one message with its descriptors (SendSpawn), and every answer about that spawn comes back on
+ * its own status socket (ReadReply). Nothing here clones: the host's memory, credentials and descriptor
+ * table are never shared with a sandbox. These functions may use libc freely: they run in the host.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <elf.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <sys/socket.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sched.h>
@@ -25,212 +30,298 @@
 #include <unistd.h>
 
 #include "isolation_native.h"
-#include "raw_syscall.h"
-#include "child.h"
 
 #define EXPORT __attribute__((visibility("default")))
-
-#ifndef CLONE_PIDFD
-#define CLONE_PIDFD 0x00001000
-#endif
-#ifndef CLONE_INTO_CGROUP
-#define CLONE_INTO_CGROUP 0x200000000ULL
-#endif
-#ifndef P_PIDFD
-#define P_PIDFD 3
-#endif
-
-struct iso_clone_args {
-    uint64_t flags;
-    uint64_t pidfd;
-    uint64_t child_tid;
-    uint64_t parent_tid;
-    uint64_t exit_signal;
-    uint64_t stack;
-    uint64_t stack_size;
-    uint64_t tls;
-    uint64_t set_tid;
-    uint64_t set_tid_size;
-    uint64_t cgroup;
-};
 
 EXPORT int IsolationNative_AbiVersion(void)
 {
     return ISO_ABI_VERSION;
 }
 
-static int spawn_here(struct iso_spawn_request *req, struct iso_spawn_result *res);
-
-/*
- * PR_SET_PDEATHSIG fires when the child's parent *thread* exits, not the process (prctl(2)). The runtime
- * retires idle thread-pool threads, so a sandbox started from one with a death signal would be killed
- * at random. Such spawns are therefore made by one thread of ours that lives as long as the process.
- */
-static pthread_mutex_t spawner_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t spawner_cond = PTHREAD_COND_INITIALIZER;
-static int spawner_started;
-static struct iso_spawn_request *spawner_req;
-static struct iso_spawn_result *spawner_res;
-static int spawner_rc;
-static int spawner_done;
-
-static void *spawner_main(void *arg)
+/* Host: internal descriptors stay at 3 or above, even when the host has closed its own stdio: a pipe or
+ * socket of ours on 0..2 would receive the host's console output, or be closed by code that "restores" stdio. */
+static int above_stdio(int fd)
 {
-    (void)arg;
-    pthread_mutex_lock(&spawner_lock);
-    for (;;) {
-        while (spawner_req == NULL)
-            pthread_cond_wait(&spawner_cond, &spawner_lock);
-        spawner_rc = spawn_here(spawner_req, spawner_res);
-        spawner_req = NULL;
-        spawner_done = 1;
-        pthread_cond_broadcast(&spawner_cond);
-    }
-    return NULL;
+    if (fd < 0 || fd > 2)
+        return fd;
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int err = errno;
+    close(fd);
+    errno = err;
+    return moved;
 }
 
-static int spawn_on_spawner_thread(struct iso_spawn_request *req, struct iso_spawn_result *res)
+/* ---- Starting the spawn helper (DESIGN.md §2) ---- */
+
+/* The ELF interpreter (PT_INTERP) of an executable, for running it through the loader when its file has
+ * lost its execute bit (NuGet does not keep file modes reliably). Returns 0 and fills interp, or -errno. */
+static int elf_interpreter(const char *path, char *interp, size_t size)
 {
-    static pthread_mutex_t call_lock = PTHREAD_MUTEX_INITIALIZER;
-    pthread_mutex_lock(&call_lock); /* one request at a time */
-    pthread_mutex_lock(&spawner_lock);
-    if (!spawner_started) {
-        pthread_t thread;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        int err = pthread_create(&thread, &attr, spawner_main, NULL);
-        pthread_attr_destroy(&attr);
-        if (err != 0) {
-            pthread_mutex_unlock(&spawner_lock);
-            pthread_mutex_unlock(&call_lock);
-            return -err;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    Elf64_Ehdr eh;
+    int rc = -ENOEXEC;
+    if (pread(fd, &eh, sizeof eh, 0) == (ssize_t)sizeof eh && memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0 && eh.e_ident[EI_CLASS] == ELFCLASS64) {
+        for (int i = 0; i < eh.e_phnum; i++) {
+            Elf64_Phdr ph;
+            if (pread(fd, &ph, sizeof ph, (off_t)(eh.e_phoff + (uint64_t)i * eh.e_phentsize)) != (ssize_t)sizeof ph)
+                break;
+            if (ph.p_type != PT_INTERP || ph.p_filesz == 0 || ph.p_filesz >= size)
+                continue;
+            if (pread(fd, interp, ph.p_filesz, (off_t)ph.p_offset) == (ssize_t)ph.p_filesz) {
+                interp[ph.p_filesz] = '\0';
+                rc = 0;
+            }
+            break;
         }
-        spawner_started = 1;
     }
-    spawner_res = res;
-    spawner_done = 0;
-    spawner_req = req;
-    pthread_cond_broadcast(&spawner_cond);
-    while (!spawner_done)
-        pthread_cond_wait(&spawner_cond, &spawner_lock);
-    int rc = spawner_rc;
-    pthread_mutex_unlock(&spawner_lock);
-    pthread_mutex_unlock(&call_lock);
+    close(fd);
     return rc;
 }
 
-EXPORT int IsolationNative_Spawn(struct iso_spawn_request *req, struct iso_spawn_result *res)
+/* posix_spawn with a clean slate: default signal dispositions and an empty mask, /dev/null on 0..2 and the
+ * helper's end of the channel on fd 3 (dup2 clears its close-on-exec flag); the helper closes the rest. */
+static int spawn_clean(const char *file, char *const argv[], int helper_end, pid_t *pid)
 {
-    if (req->pdeath_signal != 0)
-        return spawn_on_spawner_thread(req, res);
-    return spawn_here(req, res);
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    sigset_t all, none;
+    sigfillset(&all);
+    sigemptyset(&none);
+    posix_spawn_file_actions_init(&actions);
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    for (int fd = 0; fd < 3; fd++)
+        posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", O_RDWR, 0);
+    posix_spawn_file_actions_adddup2(&actions, helper_end, ISO_HELPER_CHANNEL_FD);
+    extern char **environ;
+    int rc = posix_spawn(pid, file, &actions, &attr, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    return -rc;
 }
 
-static int spawn_here(struct iso_spawn_request *req, struct iso_spawn_result *res)
+/*
+ * Host: starts the spawn helper at path and returns the host's end of its channel (close-on-exec, at 3 or
+ * above) and its pid. The executable runs directly; if its file cannot be executed (the execute bit got lost,
+ * or a noexec mount), through its ELF interpreter, which only needs to read it; if that fails too, from a
+ * memfd copy (refused where vm.memfd_noexec forbids executable memfds). Returns 0 or the first -errno.
+ */
+EXPORT int IsolationNative_StartHelper(const char *path, int *channel, int *pid)
 {
-    int sync_pipe[2], error_pipe[2];
-    if (req->abi_version != ISO_ABI_VERSION)
-        return -EPROTO;
-    if (pipe2(sync_pipe, O_CLOEXEC) != 0)
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
         return -errno;
-    if (pipe2(error_pipe, O_CLOEXEC) != 0) {
+    sv[0] = above_stdio(sv[0]);
+    /* Above fd 3, so that dup2 onto 3 really duplicates (and so clears close-on-exec). */
+    int helper_end = fcntl(sv[1], F_DUPFD_CLOEXEC, ISO_HELPER_CHANNEL_FD + 1);
+    close(sv[1]);
+    if (sv[0] < 0 || helper_end < 0) {
         int err = errno;
-        close(sync_pipe[0]);
-        close(sync_pipe[1]);
+        if (sv[0] >= 0)
+            close(sv[0]);
+        if (helper_end >= 0)
+            close(helper_end);
         return -err;
     }
-    req->child_sync_fd = sync_pipe[0];
-    req->child_error_fd = error_pipe[1];
-    if (req->init_fd >= 0)
-        snprintf(req->init_argv[1], 16, "%d", error_pipe[1]);
-
-    /* Block every signal across the clone: the child shares our memory and, until it has reset them,
-     * the runtime's handlers. It unblocks just before execve. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-
-    int pidfd = -1;
-    long pid = -ENOSYS;
-    int used_clone3 = 0;
-    if (!(req->flags & ISO_SPAWN_NO_CLONE3)) {
-        struct iso_clone_args args;
-        memset(&args, 0, sizeof args);
-        args.flags = CLONE_VM | CLONE_PIDFD | req->clone_flags;
-        if (req->cgroup_fd >= 0) {
-            args.flags |= CLONE_INTO_CGROUP;
-            args.cgroup = (uint64_t)req->cgroup_fd;
+    pid_t child = -1;
+    char *direct[] = { "isolation-helper", NULL };
+    int rc = spawn_clean(path, direct, helper_end, &child);
+    if (rc == -EACCES || rc == -EPERM || rc == -ENOEXEC) {
+        char interp[256];
+        char *loader[] = { interp, (char *)path, NULL };
+        int first = rc;
+        if (elf_interpreter(path, interp, sizeof interp) == 0)
+            rc = spawn_clean(interp, loader, helper_end, &child);
+        if (rc < 0) {
+            int mfd = IsolationNative_OpenInitMemfd(path);
+            if (mfd >= 0) {
+                char fd_path[64];
+                snprintf(fd_path, sizeof fd_path, "/proc/self/fd/%d", mfd);
+                rc = spawn_clean(fd_path, direct, helper_end, &child);
+                close(mfd);
+            }
         }
-        args.pidfd = (uint64_t)(uintptr_t)&pidfd;
-        args.exit_signal = SIGCHLD;
-        args.stack = (uint64_t)(uintptr_t)req->stack;
-        args.stack_size = req->stack_size;
-        pid = iso_clone3(&args, sizeof args, iso_child_main, req);
-        used_clone3 = pid > 0;
+        if (rc < 0)
+            rc = first;
     }
-    if (pid == -ENOSYS) {
-        /* clone(2) fallback: no CLONE_INTO_CGROUP; the caller places the child before releasing it. */
-        char *top = (char *)req->stack + req->stack_size;
-        top = (char *)((uintptr_t)top & ~(uintptr_t)15);
-        pid = clone(iso_child_main, top, (int)(CLONE_VM | CLONE_PIDFD | req->clone_flags | SIGCHLD), req, &pidfd);
-        if (pid < 0)
-            pid = -errno;
+    close(helper_end);
+    if (rc < 0) {
+        close(sv[0]);
+        return rc;
     }
-
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    close(sync_pipe[0]);
-    close(error_pipe[1]);
-    if (pid < 0) {
-        close(sync_pipe[1]);
-        close(error_pipe[0]);
-        return (int)pid;
-    }
-    res->pid = (int32_t)pid;
-    res->pidfd = pidfd;
-    res->sync_fd = sync_pipe[1];
-    res->error_fd = error_pipe[0];
-    res->used_clone3 = used_clone3;
+    *channel = sv[0];
+    *pid = child;
     return 0;
 }
 
-/* sync 1: the child may go on. Closes the write end either way. */
-EXPORT int IsolationNative_Release(int sync_fd)
+/* Sends one message with descriptors on a SOCK_SEQPACKET socket. */
+static int send_with_fds(int sock, const struct iovec *iov, int iovcnt, const int32_t *fds, uint32_t nfds)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * ISO_MAX_SPAWN_FDS)];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
+    if (nfds > ISO_MAX_SPAWN_FDS)
+        return -EMFILE;
+    if (nfds > 0) {
+        msg.msg_control = control.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    ssize_t n;
+    while ((n = sendmsg(sock, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+        ;
+    return n < 0 ? -errno : 0;
+}
+
+/* A memfd holding len bytes of data (close-on-exec, at 3 or above), or -errno. */
+static int memfd_with(const char *name, const void *data, size_t len)
+{
+    int fd = above_stdio(memfd_create(name, MFD_CLOEXEC));
+    if (fd < 0)
+        return -errno;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, (const char *)data + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int err = n < 0 ? errno : EIO;
+            close(fd);
+            return -err;
+        }
+        done += (size_t)n;
+    }
+    return fd;
+}
+
+/* Host: packs the spec part of tmpl (iso_pack_spec) and sends it to the helper as spec_id. */
+EXPORT int IsolationNative_DefineSpec(int channel, uint32_t spec_id, const struct iso_spawn_request *tmpl,
+                                      const char *setgroups, const char *uid_map, const char *gid_map)
+{
+    size_t size = iso_pack_spec(tmpl, setgroups, uid_map, gid_map, NULL, 0);
+    void *block = calloc(1, size);
+    if (block == NULL)
+        return -ENOMEM;
+    iso_pack_spec(tmpl, setgroups, uid_map, gid_map, block, size);
+    int fd = memfd_with("isolation-spec", block, size);
+    free(block);
+    if (fd < 0)
+        return fd;
+    struct iso_define_msg m = { ISO_MSG_DEFINE, spec_id };
+    struct iovec iov = { &m, sizeof m };
+    int32_t fds[1] = { fd };
+    int rc = send_with_fds(channel, &iov, 1, fds, 1);
+    close(fd);
+    return rc;
+}
+
+EXPORT int IsolationNative_ForgetSpec(int channel, uint32_t spec_id)
+{
+    struct iso_define_msg m = { ISO_MSG_FORGET, spec_id };
+    struct iovec iov = { &m, sizeof m };
+    return send_with_fds(channel, &iov, 1, NULL, 0);
+}
+
+/* Host: asks the helper for a spawn. The strings go in the message, or in a memfd when they are large. */
+EXPORT int IsolationNative_SendSpawn(int channel, const struct iso_spawn_msg *msg, const int32_t *fds, const char *strings)
+{
+    if (msg->strings_len <= 48 * 1024) {
+        struct iovec iov[2] = { { (void *)msg, sizeof *msg }, { (void *)strings, msg->strings_len } };
+        return send_with_fds(channel, iov, 2, fds, msg->nfds);
+    }
+    if (msg->nfds >= ISO_MAX_SPAWN_FDS)
+        return -EMFILE;
+    int mfd = memfd_with("isolation-args", strings, msg->strings_len);
+    if (mfd < 0)
+        return mfd;
+    struct iso_spawn_msg copy = *msg;
+    int32_t all[ISO_MAX_SPAWN_FDS];
+    memcpy(all, fds, sizeof(int32_t) * msg->nfds);
+    all[copy.nfds] = mfd;
+    copy.slots[copy.nfds] = (struct iso_fd_slot){ ISO_FD_ARGS, 0 };
+    copy.nfds++;
+    struct iovec iov = { &copy, sizeof copy };
+    int rc = send_with_fds(channel, &iov, 1, all, copy.nfds);
+    close(mfd);
+    return rc;
+}
+
+/* Host: a new status socket pair for one spawn, both ends at 3 or above. */
+EXPORT int IsolationNative_StatusSocket(int32_t *host_end, int32_t *helper_end)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+        return -errno;
+    sv[0] = above_stdio(sv[0]);
+    sv[1] = above_stdio(sv[1]);
+    if (sv[0] < 0 || sv[1] < 0) {
+        int err = errno;
+        if (sv[0] >= 0)
+            close(sv[0]);
+        if (sv[1] >= 0)
+            close(sv[1]);
+        return -err;
+    }
+    *host_end = sv[0];
+    *helper_end = sv[1];
+    return 0;
+}
+
+/*
+ * Host: reads one reply from a status socket (and the descriptor it carries, if any, close-on-exec and at 3
+ * or above, else -1). Returns 1 with a reply, 0 at EOF (the helper is gone or gave the spawn up), -EAGAIN
+ * when nonblocking and nothing is there yet, -errno otherwise.
+ */
+EXPORT int IsolationNative_ReadReply(int status_fd, int nonblocking, struct iso_reply *reply, int32_t *fd)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * 4)];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = { reply, sizeof *reply };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf };
+    ssize_t n;
+    while ((n = recvmsg(status_fd, &msg, MSG_CMSG_CLOEXEC | (nonblocking ? MSG_DONTWAIT : 0))) < 0 && errno == EINTR)
+        ;
+    *fd = -1;
+    if (n < 0)
+        return -errno;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; i++) {
+            int received;
+            memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof received);
+            if (*fd < 0)
+                *fd = above_stdio(received);
+            else
+                close(received);
+        }
+    }
+    if (n == 0)
+        return 0;
+    return n == (ssize_t)sizeof *reply ? 1 : -EBADMSG;
+}
+
+/* Host: its own steps are done; the helper may release the child. */
+EXPORT int IsolationNative_Continue(int status_fd)
 {
     char byte = 1;
     ssize_t n;
-    do
-        n = write(sync_fd, &byte, 1);
-    while (n < 0 && errno == EINTR);
-    int err = n == 1 ? 0 : -errno;
-    close(sync_fd);
-    return err;
-}
-
-/* Returns 0 when the child reached execve (EOF), 1 when it reported a failure into *error, -errno on a
- * read error. Reads until EOF, so on return the child no longer runs on our memory. Closes error_fd. */
-EXPORT int IsolationNative_WaitExec(int error_fd, struct iso_child_error *error)
-{
-    size_t got = 0;
-    int result = 0;
-    char *buf = (char *)error;
-    for (;;) {
-        ssize_t n = got < sizeof *error ? read(error_fd, buf + got, sizeof *error - got) : read(error_fd, &(char){0}, 1);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            result = -errno;
-            break;
-        }
-        if (n == 0)
-            break;
-        if (got < sizeof *error)
-            got += (size_t)n;
-    }
-    close(error_fd);
-    if (result == 0 && got == sizeof *error)
-        result = 1;
-    return result;
+    while ((n = send(status_fd, &byte, 1, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+        ;
+    return n == 1 ? 0 : -errno;
 }
 
 EXPORT int IsolationNative_WriteProcFile(int pid, const char *name, const char *text, size_t len)
@@ -246,11 +337,11 @@ EXPORT int IsolationNative_WriteProcFile(int pid, const char *name, const char *
     return err;
 }
 
-/* Returns 1 once the process behind pidfd has exited (the pidfd is readable), 0 on timeout, -errno on failure.
- * timeout_ms < 0 waits for ever. Retries on EINTR. */
-EXPORT int IsolationNative_WaitPidfd(int pidfd, int timeout_ms)
+/* Returns 1 once fd is readable (a pidfd: its process exited; a socket: a message or EOF), 0 on timeout,
+ * -errno on failure. timeout_ms < 0 waits for ever. Retries on EINTR. */
+EXPORT int IsolationNative_WaitReadable(int fd, int timeout_ms)
 {
-    struct pollfd pfd = { .fd = pidfd, .events = POLLIN, .revents = 0 };
+    struct pollfd pfd = { .fd = fd, .events = POLLIN, .revents = 0 };
     int rc;
     do
         rc = poll(&pfd, 1, timeout_ms);
@@ -286,30 +377,6 @@ EXPORT int IsolationNative_PidfdSendSignal(int pidfd, int sig)
     return rc == 0 ? 0 : -errno;
 }
 
-/* Reaps the child behind pidfd. Returns 0 and fills the outputs, 1 when nohang and still running,
- * -errno on failure. code is siginfo's si_code (CLD_EXITED, CLD_KILLED, CLD_DUMPED). */
-EXPORT int IsolationNative_ReapPidfd(int pidfd, int nohang, int32_t *code, int32_t *status, int64_t *user_us, int64_t *sys_us, int64_t *maxrss_kb)
-{
-    siginfo_t info;
-    struct rusage ru;
-    memset(&info, 0, sizeof info);
-    memset(&ru, 0, sizeof ru);
-    long rc;
-    do
-        rc = syscall(SYS_waitid, P_PIDFD, pidfd, &info, WEXITED | (nohang ? WNOHANG : 0), &ru);
-    while (rc < 0 && errno == EINTR);
-    if (rc < 0)
-        return -errno;
-    if (info.si_pid == 0)
-        return 1;
-    *code = info.si_code;
-    *status = info.si_status;
-    *user_us = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec;
-    *sys_us = (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
-    *maxrss_kb = ru.ru_maxrss;
-    return 0;
-}
-
 /* Copies the init executable into a sealed memfd, so exec needs no execute bit on the installed file
  * and nothing inside a sandbox can reach the host's copy through /proc/1/exe (runc CVE-2019-5736). */
 EXPORT int IsolationNative_OpenInitMemfd(const char *path)
@@ -317,7 +384,7 @@ EXPORT int IsolationNative_OpenInitMemfd(const char *path)
     int src = open(path, O_RDONLY | O_CLOEXEC);
     if (src < 0)
         return -errno;
-    int mfd = memfd_create("isolation-init", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int mfd = above_stdio(memfd_create("isolation-init", MFD_CLOEXEC | MFD_ALLOW_SEALING));
     if (mfd < 0) {
         int err = errno;
         close(src);
@@ -344,6 +411,14 @@ fail:;
     close(src);
     close(mfd);
     return -err;
+}
+
+/* Host: the Landlock ABI (landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)), or -errno
+ * (-EOPNOTSUPP: built in but disabled at boot; -ENOSYS: not built in). */
+EXPORT int IsolationNative_LandlockAbi(void)
+{
+    long rc = syscall(444 /* SYS_landlock_create_ruleset */, NULL, 0, 1u);
+    return rc < 0 ? -errno : (int)rc;
 }
 
 EXPORT const char *IsolationNative_LibraryPath(void)

@@ -4,9 +4,9 @@ using static Tmds.Linux.LibC;
 namespace Isolation;
 
 /// <summary>
-/// One background thread waits, with epoll, on the pidfds of every live sandbox and reaps each as it
-/// exits. A pidfd becomes readable when its process exits (pidfd_open(2)), so no thread or signal
-/// handler is spent per process and SIGCHLD is left to the runtime.
+/// One background thread waits, with epoll, on the status sockets of every live sandbox and reads each one's
+/// exit record as the spawn helper sends it (the helper is their parent and reaps them). No thread or signal
+/// handler is spent per process, and SIGCHLD is left to the runtime.
 /// </summary>
 internal static unsafe class ExitWatcher
 {
@@ -19,22 +19,27 @@ internal static unsafe class ExitWatcher
     private static readonly int s_eventSize = s_dataOffset == 4 ? 12 : 16;
 
     /// <summary>
-    /// Watches <paramref name="pidfd"/> until it becomes readable, then calls <see cref="IsolatedProcess.OnWatcherEvent"/>
-    /// once (EPOLLONESHOT). The process keeps the pidfd open until that call, so the event always comes. The epoll entry carries a GC handle to the process, so registering allocates nothing managed.
+    /// Watches the status socket of <paramref name="sandbox"/> until it becomes readable (the exit record, or the
+    /// helper's EOF), then calls <see cref="IsolatedProcess.OnWatcherEvent"/> once (EPOLLONESHOT). The watcher holds a
+    /// reference on the handle until then, so the socket stays open and the event always comes. The epoll entry
+    /// carries a GC handle to the process, so registering allocates nothing managed.
     /// </summary>
-    public static void Register(IsolatedProcess process, int pidfd)
+    public static void Register(IsolatedProcess process, Spawning.SandboxHandle sandbox)
     {
         EnsureStarted();
+        bool added = false;
+        sandbox.DangerousAddRef(ref added);
         GCHandle handle = GCHandle.Alloc(process);
         byte* ev = stackalloc byte[16];
         *(uint*)ev = (uint)(EPOLLIN | EPOLLONESHOT);
         *(ulong*)(ev + s_dataOffset) = (ulong)(nint)GCHandle.ToIntPtr(handle);
-        int rc = EpollCtl(s_epoll, 1 /* EPOLL_CTL_ADD */, pidfd, ev);
+        int rc = EpollCtl(s_epoll, 1 /* EPOLL_CTL_ADD */, sandbox.StatusFd, ev);
         if (rc != 0)
         {
             int error = Marshal.GetLastPInvokeError();
             handle.Free();
-            throw new InvalidOperationException($"epoll_ctl(ADD) for a pidfd failed: {Interop.Errnos.Describe(error)}");
+            sandbox.DangerousRelease();
+            throw new InvalidOperationException($"epoll_ctl(ADD) for a status socket failed: {Interop.Errnos.Describe(error)}");
         }
     }
 
@@ -72,11 +77,12 @@ internal static unsafe class ExitWatcher
                 continue; // EINTR
             for (int i = 0; i < n; i++)
             {
-                // EPOLLONESHOT: the entry is disarmed; it goes away when the process closes its pidfd.
+                // EPOLLONESHOT: the entry is disarmed; it goes away when the status socket is closed.
                 var handle = GCHandle.FromIntPtr((nint)(*(ulong*)(events + i * s_eventSize + s_dataOffset)));
                 var process = (IsolatedProcess)handle.Target!;
                 handle.Free();
                 process.OnWatcherEvent();
+                process.Handle.DangerousRelease();
             }
         }
     }

@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using System.Text;
 using static Isolation.Interop.Interop;
 
@@ -38,21 +37,5 @@ internal static unsafe class InitExecutable
         }
     }
 
-    private static string Locate()
-    {
-        var candidates = new List<string>();
-        byte* library = IsolationNative_LibraryPath();
-        if (library is not null && Marshal.PtrToStringUTF8((nint)library) is { } libraryPath && System.IO.Path.GetDirectoryName(libraryPath) is { } dir)
-            candidates.Add(System.IO.Path.Combine(dir, Name));
-        candidates.Add(System.IO.Path.Combine(AppContext.BaseDirectory, Name));
-        string arch = RuntimeInformation.ProcessArchitecture.ToString().ToLowerInvariant();
-        candidates.Add(System.IO.Path.Combine(AppContext.BaseDirectory, "runtimes", $"linux-{arch}", "native", Name));
-        foreach (string candidate in candidates)
-        {
-            if (File.Exists(candidate))
-                return candidate;
-        }
-        throw new SandboxSetupException(SetupStep.LoadInit, $"find {Name}", 2 /* ENOENT */, candidates[0],
-            $"looked in {string.Join(", ", candidates)}; the init ships beside libIsolationNative.so");
-    }
+    private static string Locate() => Spawning.NativeAssets.Locate(Name);
 }

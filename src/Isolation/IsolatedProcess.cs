@@ -1,5 +1,6 @@
 using Isolation.Cgroups;
 using Isolation.Diagnostics;
+using Isolation.Spawning;
 using Microsoft.Extensions.Logging;
 using static Isolation.Interop.Interop;
 using static Tmds.Linux.LibC;
@@ -10,6 +11,11 @@ namespace Isolation;
 /// A running sandbox, returned by <see cref="IsolationSpec.Start"/> once the program has been exec'd.
 /// Wait for it with <see cref="WaitForExitAsync"/>; disposing it kills whatever is left of the sandbox.
 /// </summary>
+/// <remarks>
+/// The sandbox is a child of the library's spawn helper, not of your process: its exit status reaches you
+/// however your process treats SIGCHLD (PID 1 in a container, SIGCHLD ignored), and it dies when your process
+/// dies (an owned sandbox, DESIGN.md §3a).
+/// </remarks>
 public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
 {
     private readonly ILogger _logger;
@@ -21,30 +27,30 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
     private TaskCompletionSource<ExitStatus>? _waiters;
     private readonly Timer? _timeoutTimer;
     private readonly TimeSpan? _timeout;
-    private int _pidfd;               // -1 once released: no more signals
-    private readonly int _pidfdToClose;
-    private int _pidfdOwners = 2;     // the exit watcher and Release; the last one closes the pidfd
+    private readonly SandboxHandle _handle; // pidfd + status socket; the exit watcher holds a reference until the exit record
     private int _reapClaimed;
     private volatile bool _killRequested;
     private volatile bool _timedOut;
     private int _disposed;
 
-    internal IsolatedProcess(int pid, int pidfd, (Stream? Input, Stream? Output, Stream? Error) streams, TimeSpan? timeout, ILogger logger, ICgroup cgroup, string? cgroupError)
+    internal IsolatedProcess(int pid, SandboxHandle handle, (Stream? Input, Stream? Output, Stream? Error) streams, TimeSpan? timeout, ILogger logger, ICgroup cgroup, string? cgroupError)
     {
         Id = pid;
         _cgroup = cgroup;
         CgroupError = cgroupError;
-        _pidfd = pidfd;
-        _pidfdToClose = pidfd;
+        _handle = handle;
         _logger = logger;
         _timeout = timeout;
         StandardInput = streams.Input;
         StandardOutput = streams.Output;
         StandardError = streams.Error;
-        ExitWatcher.Register(this, pidfd);
+        ExitWatcher.Register(this, handle);
         if (timeout is { } t)
             _timeoutTimer = new Timer(static state => ((IsolatedProcess)state!).OnTimeout(), this, t, Timeout.InfiniteTimeSpan);
     }
+
+    /// <summary>The pidfd and status socket (the exit watcher releases its reference on it).</summary>
+    internal SandboxHandle Handle => _handle;
 
     /// <summary>The program's process id, as seen from the caller's PID namespace.</summary>
     public int Id { get; }
@@ -64,7 +70,11 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
     /// <summary>CPU time and peak memory once the process has exited; null before.</summary>
     public ResourceUsage? ResourceUsage { get; private set; }
 
-    /// <summary>Waits for the process to exit. Cancelling stops the wait, not the process.</summary>
+    /// <summary>
+    /// Waits for the process to exit. As with <see cref="System.Diagnostics.Process.WaitForExitAsync"/>, cancelling
+    /// stops the wait, not the process: the task is cancelled and the sandbox runs on (kill it with
+    /// <see cref="Kill"/> or by disposing).
+    /// </summary>
     public Task<ExitStatus> WaitForExitAsync(CancellationToken cancellationToken = default)
     {
         if (_exitedFlag)
@@ -76,12 +86,12 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
     /// <summary>Waits for the process to exit, blocking the calling thread.</summary>
     public ExitStatus WaitForExit()
     {
-        // A blocked caller waits on the pidfd itself and reaps, instead of waiting for the watcher thread
-        // to reap and wake it: one thread hand-off fewer per spawn.
-        if (!_exitedFlag && IsolationNative_WaitPidfd(_pidfdToClose, -1) == 1)
+        // A blocked caller waits on the status socket itself and reads the exit record, instead of waiting
+        // for the watcher thread to read it and wake it: one thread hand-off fewer per spawn.
+        if (!_exitedFlag && WaitForRecord(-1))
             TryReap();
         if (!_exitedFlag)
-            return Waiters().Task.GetAwaiter().GetResult(); // the watcher claimed the reap; it completes soon
+            return Waiters().Task.GetAwaiter().GetResult(); // the watcher claimed the record; it completes soon
         return _failure is null ? _status : throw _failure;
     }
 
@@ -91,7 +101,7 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
         if (_exitedFlag)
             return true;
         int ms = timeout == Timeout.InfiniteTimeSpan ? -1 : (int)Math.Clamp(timeout.TotalMilliseconds, 0, int.MaxValue);
-        if (IsolationNative_WaitPidfd(_pidfdToClose, ms) == 1)
+        if (WaitForRecord(ms))
             TryReap();
         else
             return false;
@@ -104,6 +114,26 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
         catch (AggregateException e) when (e.InnerException is not null)
         {
             throw e.InnerException;
+        }
+    }
+
+    /// <summary>Whether the exit record (or the helper's EOF) is there to read within <paramref name="ms"/>.</summary>
+    private bool WaitForRecord(int ms)
+    {
+        bool added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            return IsolationNative_WaitReadable(_handle.StatusFd, ms) == 1;
+        }
+        catch (ObjectDisposedException)
+        {
+            return true; // disposed: the record was read, or will be reported to waiters
+        }
+        finally
+        {
+            if (added)
+                _handle.DangerousRelease();
         }
     }
 
@@ -147,11 +177,25 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
     {
         if (signal is < 1 or > 64)
             throw new ArgumentOutOfRangeException(nameof(signal), signal, "A signal number is 1 to 64.");
-        int pidfd = Volatile.Read(ref _pidfd);
-        if (pidfd < 0 || HasExited)
+        if (HasExited)
             return false;
-        Log.Signaling(_logger, Id, signal);
-        int rc = IsolationNative_PidfdSendSignal(pidfd, signal);
+        bool added = false;
+        int rc;
+        try
+        {
+            _handle.DangerousAddRef(ref added); // the pidfd cannot be closed (and its number reused) while we use it
+            Log.Signaling(_logger, Id, signal);
+            rc = IsolationNative_PidfdSendSignal(_handle.Pidfd, signal);
+        }
+        catch (ObjectDisposedException)
+        {
+            return false; // disposed: nothing of the sandbox is left to signal
+        }
+        finally
+        {
+            if (added)
+                _handle.DangerousRelease();
+        }
         if (rc == -ESRCH)
             return false;
         if (rc < 0)
@@ -180,35 +224,47 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
         Signal(SIGKILL);
     }
 
-    /// <summary>Exit watcher thread: the pidfd became readable (once). Reap unless a waiter did, then let go of the pidfd.</summary>
-    internal void OnWatcherEvent()
-    {
-        TryReap();
-        ReleasePidfdOwnership();
-    }
+    /// <summary>Exit watcher thread: the status socket became readable (once): read the record unless a waiter did.</summary>
+    internal void OnWatcherEvent() => TryReap();
 
-    private void ReleasePidfdOwnership()
-    {
-        if (Interlocked.Decrement(ref _pidfdOwners) == 0)
-            close(_pidfdToClose);
-    }
-
-    /// <summary>The process has exited: reap it and complete, once, on whichever thread gets here first.</summary>
+    /// <summary>
+    /// The exit record has arrived (the helper reaped the program): read it and complete, once, on whichever
+    /// thread gets here first. EOF instead means the helper died, and the status with it.
+    /// </summary>
     private unsafe void TryReap()
     {
         if (Interlocked.Exchange(ref _reapClaimed, 1) != 0)
             return;
-        int code, status;
-        long user, system, rss;
-        int rc = IsolationNative_ReapPidfd(_pidfdToClose, 0, &code, &status, &user, &system, &rss);
-        if (rc != 0)
+        iso_reply reply;
+        int fd, rc;
+        bool added = false;
+        try
         {
-            SetExited(default, new InvalidOperationException($"waitid on pid {Id} failed: {Interop.Errnos.Describe(-rc)}"));
+            _handle.DangerousAddRef(ref added);
+            rc = IsolationNative_ReadReply(_handle.StatusFd, 0, &reply, &fd);
+        }
+        finally
+        {
+            if (added)
+                _handle.DangerousRelease();
+        }
+        if (rc == 0)
+        {
+            SetExited(default, new InvalidOperationException(
+                $"The spawn helper exited before pid {Id} did, so its exit status is lost; the sandbox was killed with it (its parent-death signal). " +
+                "This happens when something kills the helper (isolation-helper); a new one serves later starts."));
+            return;
+        }
+        if (rc < 0 || reply.kind != ISO_REPLY_EXITED)
+        {
+            int errno = rc < 0 ? -rc : reply.error.err;
+            SetExited(default, new InvalidOperationException($"waiting for pid {Id} failed: {Interop.Errnos.Describe(errno)}"));
             return;
         }
         _timeoutTimer?.Dispose();
-        ResourceUsage = new ResourceUsage(TimeSpan.FromMicroseconds(user), TimeSpan.FromMicroseconds(system), rss * 1024);
+        ResourceUsage = new ResourceUsage(TimeSpan.FromMicroseconds(reply.user_us), TimeSpan.FromMicroseconds(reply.sys_us), reply.maxrss_kb * 1024);
         const int CLD_EXITED = 1, CLD_DUMPED = 3;
+        int code = reply.code, status = reply.status;
         // The cgroup's counters say whether the OOM killer or the pids limit ended it (IsolatedProcess.Cgroups.cs).
         CgroupStats? final = SnapshotCgroupOnExit();
         ExitStatus exit;
@@ -262,8 +318,7 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
     private void Release()
     {
         _timeoutTimer?.Dispose();
-        if (Interlocked.Exchange(ref _pidfd, -1) >= 0)
-            ReleasePidfdOwnership(); // closed here or by the watcher, whichever lets go last
+        _handle.Dispose(); // closed now, or when the exit watcher lets go of it
         RemoveCgroup(); // kills what is left of the tree, then rmdir
         StandardInput?.Dispose();
         StandardOutput?.Dispose();

@@ -67,6 +67,12 @@ public enum SetupStep
     /// <summary>The init forking the program.</summary>
     InitFork = 20,
 
+    /// <summary>The child finding the spawn helper gone before it was armed to die with it.</summary>
+    HelperGone = 21,
+
+    /// <summary>Moving the spawn's descriptors (stdio, passed descriptors, the init) into place in the child.</summary>
+    ArrangeFileDescriptors = 22,
+
     // --- security (Security/, child_security.c): values 30-39, in the order the child runs them ---
 
     /// <summary>Limiting user namespaces in the sandbox's user namespace (<c>user.max_user_namespaces</c>).</summary>
@@ -122,6 +128,12 @@ public enum SetupStep
 
     /// <summary>Loading the init executable.</summary>
     LoadInit = 107,
+
+    /// <summary>Talking to the spawn helper (a spawn it could not take, or a helper that went away).</summary>
+    SpawnHelper = 108,
+
+    /// <summary>Starting the spawn helper process.</summary>
+    StartHelper = 109,
 
     /// <summary>Setting an rlimit of the child with prlimit(2).</summary>
     Rlimit = 120,

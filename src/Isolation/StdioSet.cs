@@ -7,8 +7,10 @@ using static Tmds.Linux.LibC;
 namespace Isolation;
 
 /// <summary>
-/// The descriptors one start opens for stdio: the child's ends (dup'ed onto 0..2 in the child, closed in
-/// the parent once cloned) and the parent's ends of pipes (handed to <see cref="IsolatedProcess"/> as streams).
+/// The descriptors one start sends for stdio: the child's ends (sent to the spawn helper, dup'ed onto 0..2 in
+/// the child, closed here once sent) and the host's ends of pipes (handed to <see cref="IsolatedProcess"/> as
+/// streams). <see cref="Stdio.Null"/> sends nothing (the helper's own 0..2 are /dev/null); <see cref="Stdio.Inherit"/>
+/// sends this process's own descriptor, when it is open.
 /// </summary>
 internal unsafe struct StdioSet : IDisposable
 {
@@ -21,14 +23,26 @@ internal unsafe struct StdioSet : IDisposable
         _parent0 = _parent1 = _parent2 = -1;
     }
 
-    public void Open(BuilderState state, iso_spawn_request* request)
+    private bool _inherit0, _inherit1, _inherit2;
+
+    public void Open(BuilderState state)
     {
         (_child0, _parent0) = OpenOne(state.Stdin, 0);
         (_child1, _parent1) = OpenOne(state.Stdout, 1);
         (_child2, _parent2) = OpenOne(state.Stderr, 2);
-        request->stdio_fds[0] = _child0;
-        request->stdio_fds[1] = _child1;
-        request->stdio_fds[2] = _child2;
+        _inherit0 = state.Stdin.Kind == Stdio.StdioKind.Inherit;
+        _inherit1 = state.Stdout.Kind == Stdio.StdioKind.Inherit;
+        _inherit2 = state.Stderr.Kind == Stdio.StdioKind.Inherit;
+    }
+
+    /// <summary>The descriptor to send for the child's fd <paramref name="which"/>, or -1 to leave the helper's /dev/null.</summary>
+    public readonly int ChildFd(int which)
+    {
+        int opened = which switch { 0 => _child0, 1 => _child1, _ => _child2 };
+        bool inherit = which switch { 0 => _inherit0, 1 => _inherit1, _ => _inherit2 };
+        if (opened >= 0)
+            return opened;
+        return inherit && fcntl(which, F_GETFD) >= 0 ? which : -1; // ours to lend, not to close
     }
 
     private static (int Child, int Parent) OpenOne(Stdio stdio, int which)
@@ -36,7 +50,7 @@ internal unsafe struct StdioSet : IDisposable
         switch (stdio.Kind)
         {
             case Stdio.StdioKind.Null:
-                return (OpenPath("/dev/null", O_RDWR | O_CLOEXEC, which), -1);
+                return (-1, -1); // the helper's own 0..2 are /dev/null
             case Stdio.StdioKind.File:
                 int flags = which == 0 ? O_RDONLY | O_CLOEXEC : O_WRONLY | O_CREAT | O_CLOEXEC | (stdio.Append ? O_APPEND : O_TRUNC);
                 return (OpenPath(stdio.Path!, flags, which), -1);
@@ -44,6 +58,8 @@ internal unsafe struct StdioSet : IDisposable
                 int* fds = stackalloc int[2];
                 if (pipe2(fds, O_CLOEXEC) != 0)
                     throw new SandboxSetupException(SetupStep.OpenStdio, $"create a pipe for {Name(which)}", errno);
+                fds[0] = AboveStdio(fds[0]);
+                fds[1] = AboveStdio(fds[1]);
                 return which == 0 ? (fds[0], fds[1]) : (fds[1], fds[0]);
             default:
                 return (-1, -1);
@@ -59,7 +75,22 @@ internal unsafe struct StdioSet : IDisposable
         int fd = open(bytes, flags, 0x1A4 /* 0644 */);
         if (fd < 0)
             throw new SandboxSetupException(SetupStep.OpenStdio, $"open {path} for {Name(which)}", errno, path);
-        return fd;
+        return AboveStdio(fd);
+    }
+
+    /// <summary>
+    /// Internal descriptors stay at 3 or above even when this process has closed its own stdio: a pipe of ours
+    /// on fd 1 would receive the host's console output.
+    /// </summary>
+    internal static int AboveStdio(int fd)
+    {
+        if (fd > 2)
+            return fd;
+        int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        close(fd);
+        if (moved < 0)
+            throw new SandboxSetupException(SetupStep.OpenStdio, "move a descriptor above stdio", errno);
+        return moved;
     }
 
     private static string Name(int which) => which switch { 0 => "standard input", 1 => "standard output", _ => "standard error" };

@@ -61,7 +61,40 @@ internal sealed unsafe class IdMapWriter
             SubordinateIds.Check("gid", "newgidmap", "/etc/subgid", _gidMaps, getegid());
     }
 
-    /// <summary>Writes the maps of child <paramref name="pid"/>. Throws <see cref="SandboxSetupException"/>.</summary>
+    /// <summary>
+    /// Whether the host writes the maps (through newuidmap/newgidmap, which it runs itself); otherwise the spawn
+    /// helper writes them from <see cref="HelperSetgroups"/>, <see cref="HelperUidMap"/> and <see cref="HelperGidMap"/>,
+    /// with no round trip to the host.
+    /// </summary>
+    public bool NeedsHost => (_uidMaps.Length > 0 && !_uidDirect) || (_gidMaps.Length > 0 && !_gidDirect);
+
+    /// <summary>"deny" when the helper writes /proc/PID/setgroups, else null.</summary>
+    public byte* HelperSetgroups => NeedsHost || !_denySetgroups ? null : s_deny;
+
+    /// <summary>The uid map text the helper writes, else null.</summary>
+    public byte* HelperUidMap => NeedsHost || _uidMaps.Length == 0 ? null : _uidText;
+
+    /// <summary>The gid map text the helper writes, else null.</summary>
+    public byte* HelperGidMap => NeedsHost || _gidMaps.Length == 0 ? null : _gidText;
+
+    /// <summary>The helper failed to write a map file for <paramref name="pid"/>: the same words as when the host fails.</summary>
+    public SandboxSetupException HelperFailed(SetupStep step, int errno, int pid) => step switch
+    {
+        SetupStep.UidMap => MapFailed(pid, "uid", "newuidmap", _uidTextManaged, step, errno),
+        SetupStep.GidMap => MapFailed(pid, "gid", "newgidmap", _gidTextManaged, step, errno),
+        _ => new SandboxSetupException(SetupStep.Setgroups, $"write /proc/{pid}/setgroups", errno, $"/proc/{pid}/setgroups"),
+    };
+
+    private static SandboxSetupException MapFailed(int pid, string kind, string tool, string managedText, SetupStep step, int errno)
+    {
+        string hint = errno == EPERM
+            ? $"the kernel refused the {kind} map '{managedText.TrimEnd().Replace('\n', ';')}': an unprivileged caller may map only its own {kind}, once; " +
+              $"for more ranges install {tool} (Debian package uidmap) and give the user ranges in /etc/sub{kind}"
+            : $"check that the {kind} map's ranges exist on the host";
+        return new SandboxSetupException(step, $"write /proc/{pid}/{kind}_map", errno, $"/proc/{pid}/{kind}_map", hint);
+    }
+
+    /// <summary>Host step: writes the maps of child <paramref name="pid"/>. Throws <see cref="SandboxSetupException"/>.</summary>
     public void Write(int pid, ILogger logger)
     {
         if (_denySetgroups)
@@ -84,13 +117,7 @@ internal sealed unsafe class IdMapWriter
         {
             int rc = IsolationNative_WriteProcFile(pid, file, text, length);
             if (rc < 0)
-            {
-                string hint = -rc == EPERM
-                    ? $"the kernel refused the {kind} map '{managedText.TrimEnd().Replace('\n', ';')}': an unprivileged caller may map only its own {kind}, once; " +
-                      $"for more ranges install {tool} (Debian package uidmap) and give the user ranges in /etc/sub{kind}"
-                    : $"check that the {kind} map's ranges exist on the host";
-                throw new SandboxSetupException(step, $"write /proc/{pid}/{kind}_map", -rc, $"/proc/{pid}/{kind}_map", hint);
-            }
+                throw MapFailed(pid, kind, tool, managedText, step, -rc);
             if (logger.IsEnabled(LogLevel.Debug))
                 Log.WroteProcFile(logger, pid, $"{kind}_map", managedText.TrimEnd());
             return;

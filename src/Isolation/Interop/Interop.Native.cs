@@ -6,14 +6,14 @@ namespace Isolation.Interop;
 internal static unsafe partial class Interop
 {
     internal const string NativeLibrary = "libIsolationNative";
-    internal const int AbiVersion = 2;
+    internal const int AbiVersion = 3;
 
     internal const uint ISO_SPAWN_SET_IDS = 0x1;
     internal const uint ISO_SPAWN_NEW_SESSION = 0x2;
     internal const uint ISO_SPAWN_LOOPBACK_UP = 0x4;
     internal const uint ISO_SPAWN_WAIT_RELEASE = 0x8;
     internal const uint ISO_SPAWN_NO_CLONE3 = 0x10;
-    internal const uint ISO_SPAWN_KEEP_FDS = 0x20;
+    internal const uint ISO_SPAWN_HOST_STEP = 0x20;
     internal const uint ISO_SPAWN_SET_GROUPS = 0x40;
     internal const uint ISO_SPAWN_CWD_FALLBACK = 0x80;
 
@@ -59,7 +59,7 @@ internal static unsafe partial class Interop
         public uint nops;
         public int pdeath_signal;
         public int init_fd;
-        public int reserved0;
+        public int helper_pidfd;
         public byte** init_argv;
         public void* stack;
         public ulong stack_size;
@@ -130,15 +130,54 @@ internal static unsafe partial class Interop
         public uint reserved1;
     }
 
+    // --- the spawn helper (helper.c, parent.c) ---
+    internal const uint ISO_MSG_SPAWN = 3;
+    internal const int ISO_FD_STATUS = 1;
+    internal const int ISO_FD_STDIO = 2;
+    internal const int ISO_FD_CGROUP = 3;
+    internal const int ISO_FD_INIT = 4;
+    internal const int ISO_FD_OP = 5;
+    internal const int ISO_FD_PASS = 6;
+    internal const int ISO_MAX_SPAWN_FDS = 64;
+    internal const uint ISO_REPLY_CLONED = 1;
+    internal const uint ISO_REPLY_EXECED = 2;
+    internal const uint ISO_REPLY_FAILED = 3;
+    internal const uint ISO_REPLY_EXITED = 4;
+
     [StructLayout(LayoutKind.Sequential)]
-    internal struct iso_spawn_result
+    internal struct iso_fd_slot
     {
+        public int role;
+        public int arg;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct iso_spawn_msg
+    {
+        public uint kind;
+        public uint spec_id;
+        public uint flags;
+        public int death_signal;
+        public uint nfds;
+        public uint argc;
+        public uint strings_len;
+        public uint reserved;
+        public fixed long slots[ISO_MAX_SPAWN_FDS]; // iso_fd_slot[64]: see Slots
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct iso_reply
+    {
+        public uint kind;
         public int pid;
-        public int pidfd;
-        public int sync_fd;
-        public int error_fd;
         public int used_clone3;
+        public int code;
+        public int status;
         public int reserved;
+        public iso_child_error error;
+        public long user_us;
+        public long sys_us;
+        public long maxrss_kb;
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -154,17 +193,33 @@ internal static unsafe partial class Interop
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_AbiVersion")]
     internal static partial int IsolationNative_AbiVersion();
 
-    /// <returns>0 with <paramref name="result"/> filled (the child waits on the sync pipe when asked to); -errno when clone3/clone or pipe2 failed (nothing is left open).</returns>
-    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_Spawn")]
-    internal static partial int IsolationNative_Spawn(iso_spawn_request* request, iso_spawn_result* result);
+    /// <returns>0 with the host's end of the helper's channel (close-on-exec, at 3 or above) and the helper's pid; -errno when it could not be started in any of the three ways (directly, through its ELF interpreter, from a memfd): the first failure.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_StartHelper")]
+    internal static partial int IsolationNative_StartHelper(byte* path, int* channel, int* pid);
 
-    /// <returns>0 when the child was released; -errno when the write failed (the child then sees EOF and exits). Closes <paramref name="syncFd"/> either way.</returns>
-    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_Release")]
-    internal static partial int IsolationNative_Release(int syncFd);
+    /// <returns>0 when the spec part of <paramref name="template"/> was packed and sent as <paramref name="specId"/>; -errno (EPIPE, ECONNRESET: the helper is gone).</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_DefineSpec")]
+    internal static partial int IsolationNative_DefineSpec(int channel, uint specId, iso_spawn_request* template, byte* setgroups, byte* uidMap, byte* gidMap);
 
-    /// <returns>0 when the child reached execve; 1 when it reported <paramref name="error"/>; -errno on a read error. Closes <paramref name="errorFd"/>.</returns>
-    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_WaitExec")]
-    internal static partial int IsolationNative_WaitExec(int errorFd, iso_child_error* error);
+    /// <returns>0 when sent; -errno otherwise (nothing to do then: the helper is gone).</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_ForgetSpec")]
+    internal static partial int IsolationNative_ForgetSpec(int channel, uint specId);
+
+    /// <returns>0 when the spawn message and its descriptors were sent; -errno (EPIPE, ECONNRESET: the helper is gone; the descriptors stay ours).</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_SendSpawn")]
+    internal static partial int IsolationNative_SendSpawn(int channel, iso_spawn_msg* message, int* fds, byte* strings);
+
+    /// <returns>0 with a new status socket pair (close-on-exec, both at 3 or above); -errno otherwise.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_StatusSocket")]
+    internal static partial int IsolationNative_StatusSocket(int* hostEnd, int* helperEnd);
+
+    /// <returns>1 with a reply (and <paramref name="fd"/> the descriptor it carried, or -1); 0 at EOF (the helper is gone, or gave the spawn up); -EAGAIN when <paramref name="nonBlocking"/> and none is there yet; -errno otherwise.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_ReadReply")]
+    internal static partial int IsolationNative_ReadReply(int statusFd, int nonBlocking, iso_reply* reply, int* fd);
+
+    /// <returns>0 when the helper was told to release the child; -errno otherwise.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_Continue")]
+    internal static partial int IsolationNative_Continue(int statusFd);
 
     /// <returns>0 when all of <paramref name="text"/> was written to /proc/PID/NAME; -errno otherwise.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_WriteProcFile")]
@@ -178,13 +233,9 @@ internal static unsafe partial class Interop
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_OpenIdmappedTree")]
     internal static partial int IsolationNative_OpenIdmappedTree(byte* source, int usernsFd, int recursive, ulong attrSet);
 
-    /// <returns>1 once the process has exited (pidfd readable); 0 when <paramref name="timeoutMs"/> passed first; -errno otherwise.</returns>
-    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_WaitPidfd")]
-    internal static partial int IsolationNative_WaitPidfd(int pidfd, int timeoutMs);
-
-    /// <returns>0 when reaped (outputs filled); 1 when <paramref name="noHang"/> and still running; -errno otherwise.</returns>
-    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_ReapPidfd")]
-    internal static partial int IsolationNative_ReapPidfd(int pidfd, int noHang, int* code, int* status, long* userMicros, long* systemMicros, long* maxRssKb);
+    /// <returns>1 once <paramref name="fd"/> is readable (a status socket: a reply or EOF); 0 when <paramref name="timeoutMs"/> passed first; -errno otherwise.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_WaitReadable")]
+    internal static partial int IsolationNative_WaitReadable(int fd, int timeoutMs);
 
     /// <returns>A sealed memfd holding a copy of the file at <paramref name="path"/>; -errno on failure.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_OpenInitMemfd")]

@@ -8,9 +8,9 @@ namespace Isolation.Mounts;
 /// <summary>
 /// Parent side of <see cref="MountPlanBuilder.IdmappedBind"/>. mount_setattr(2) with MOUNT_ATTR_IDMAP needs
 /// CAP_SYS_ADMIN over the source's file system, which the child never has inside its new user namespace. So
-/// the parent makes each idmapped tree before clone, through a user namespace with the sandbox's own uid and
-/// gid maps (made once per spec and kept open), and the child, whose descriptor table is a copy of ours,
-/// attaches it (ISO_OPF_PREPARED). The same approach as crun's and podman's.
+/// the host makes each idmapped tree before the spawn, through a user namespace with the sandbox's own uid and
+/// gid maps (made once per spec and kept open), sends it with the spawn, and the child attaches it
+/// (ISO_OPF_PREPARED). The same approach as crun's and podman's.
 /// </summary>
 internal sealed unsafe class IdmappedTrees
 {
@@ -47,21 +47,23 @@ internal sealed unsafe class IdmappedTrees
 
     public int Count => _opIndexes.Length;
 
+    /// <summary>The indexes of the compiled ops that are idmapped binds, in the order <see cref="Open"/> returns their trees.</summary>
+    public ReadOnlySpan<int> OpIndexes => _opIndexes;
+
     /// <summary>
-    /// Opens one idmapped tree per idmapped bind and writes a per-start copy of <paramref name="ops"/> that
-    /// points the child at them. The returned descriptors are the caller's to close once the child has exec'd.
+    /// Opens one idmapped tree per idmapped bind, for one start: the helper hands each to the child as the
+    /// op's n2 (ISO_OPF_PREPARED). The returned descriptors are the caller's to close once they are sent.
     /// </summary>
-    public int[] Prepare(iso_op* ops, int count, iso_op* copy)
+    public int[] Open(iso_op* ops)
     {
         int userns = UserNamespaceFd();
-        new ReadOnlySpan<iso_op>(ops, count).CopyTo(new Span<iso_op>(copy, count));
         int[] fds = new int[_opIndexes.Length];
         Array.Fill(fds, -1);
         try
         {
             for (int i = 0; i < _opIndexes.Length; i++)
             {
-                iso_op* op = copy + _opIndexes[i];
+                iso_op* op = ops + _opIndexes[i];
                 const ulong MOUNT_ATTR_RDONLY = 0x1, MOUNT_ATTR_NOSUID = 0x2, MOUNT_ATTR_NODEV = 0x4;
                 ulong attrs = ((op->flags & (uint)NativeOpFlags.ReadOnly) != 0 ? MOUNT_ATTR_RDONLY : 0)
                     | ((op->mount_flags & (ulong)MS_NOSUID) != 0 ? MOUNT_ATTR_NOSUID : 0)
@@ -75,8 +77,6 @@ internal sealed unsafe class IdmappedTrees
                         -fd == EPERM ? "idmapped mounts need CAP_SYS_ADMIN over the source's file system (root on the host)"
                         : -fd == EINVAL ? "the source's file system does not support idmapped mounts (ext4, xfs, btrfs, tmpfs and overlayfs do)" : null);
                 fds[i] = fd;
-                op->flags |= (uint)NativeOpFlags.Prepared;
-                op->n2 = fd;
             }
             return fds;
         }

@@ -1,0 +1,632 @@
+/*
+ * helper.c: isolation-helper, the spawn helper (DESIGN.md §2, §3, §3a).
+ *
+ * A small single-threaded process, started by the host library once (IsolationNative_StartHelper) with its
+ * channel on fd 3 and stdio on /dev/null. Every sandbox is its child: it forks them (a copy of this small
+ * process, never of the .NET host), writes their id maps, releases them, tells the host when they have
+ * exec'd, reaps them and reports their status. The host's memory, credentials, dumpable flag and descriptor
+ * table are never touched by a sandbox's setup, and no exit status can be reaped by anyone else.
+ *
+ * Event-driven: one epoll set holds the channel, the status sockets of spawns waiting for their host, the
+ * error pipes of spawns waiting for exec and the pidfds of running sandboxes, so a slow spawn never holds up
+ * another. When the channel reaches EOF the host is gone: every sandbox gets its death signal and the helper
+ * exits (each sandbox also has PR_SET_PDEATHSIG on the helper, so even a SIGKILLed helper takes them along).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "isolation_native.h"
+#include "child.h"
+
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+
+struct iso_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+};
+
+struct spec {
+    uint32_t id;
+    struct iso_packed_spec *block;
+    size_t size;
+};
+
+enum spawn_state { FREE = 0, WAIT_HOST, WAIT_EXEC, RUNNING };
+
+/* What an epoll event is about: the low two bits of its data, the spawn's index above them. */
+enum event_kind { EV_CHANNEL = 0, EV_STATUS = 1, EV_ERROR = 2, EV_EXIT = 3 };
+
+struct spawn {
+    int state;
+    int pid;
+    int pidfd;
+    int sync_fd;      /* write end of sync 1, until released */
+    int error_fd;     /* read end of the child's error pipe, until exec */
+    int status_fd;    /* our end of the host's status socket */
+    int death_signal;
+    int used_clone3;
+};
+
+static int epfd = -1;
+static int self_pidfd = -1;
+static struct spec *specs;
+static size_t nspecs;
+static struct spawn *spawns;
+static size_t nspawns;
+
+/* Buffers for a message and its descriptors; the child works on its own copy of them. */
+static char message[sizeof(struct iso_spawn_msg) + 64 * 1024];
+static char scratch[8192];
+static char fallback_stack[64 * 1024] __attribute__((aligned(16)));
+
+static void watch(int fd, size_t index, int kind)
+{
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = ((uint64_t)index << 2) | (uint64_t)kind };
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+        abort(); /* only ENOMEM can get here; the host sees EOF on its sockets and reports it */
+}
+
+static void unwatch(int fd)
+{
+    epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+/* Sends a reply (and a descriptor) on a status socket. A host that has gone away is not an error here. */
+static void reply(int status_fd, const struct iso_reply *r, int fd)
+{
+    struct iovec iov = { (void *)r, sizeof *r };
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    if (fd >= 0) {
+        msg.msg_control = control.buf;
+        msg.msg_controllen = sizeof control.buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    }
+    while (sendmsg(status_fd, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR)
+        ;
+}
+
+static void reply_failed(int status_fd, int pid, int step, int index, int err, int detail)
+{
+    struct iso_reply r;
+    memset(&r, 0, sizeof r);
+    r.kind = ISO_REPLY_FAILED;
+    r.pid = pid;
+    r.error.step = step;
+    r.error.op_index = index;
+    r.error.err = err;
+    r.error.detail = detail;
+    reply(status_fd, &r, -1);
+}
+
+static void free_spawn(struct spawn *s)
+{
+    close_fd(&s->pidfd);
+    close_fd(&s->sync_fd);
+    close_fd(&s->error_fd);
+    close_fd(&s->status_fd);
+    s->state = FREE;
+}
+
+/* Kills a child that has not exec'd (or whose host gave up on it) and reaps it. */
+static void kill_and_reap(struct spawn *s)
+{
+    syscall(SYS_pidfd_send_signal, s->pidfd, SIGKILL, NULL, 0);
+    siginfo_t info;
+    while (waitid((idtype_t)P_PIDFD, (id_t)s->pidfd, &info, WEXITED) < 0 && errno == EINTR)
+        ;
+}
+
+static void fail_spawn(struct spawn *s, int step, int err)
+{
+    kill_and_reap(s);
+    reply_failed(s->status_fd, s->pid, step, -1, err, 0);
+    free_spawn(s);
+}
+
+static struct spawn *new_spawn(size_t *index)
+{
+    for (size_t i = 0; i < nspawns; i++)
+        if (spawns[i].state == FREE) {
+            *index = i;
+            return &spawns[i];
+        }
+    size_t grown = nspawns == 0 ? 64 : nspawns * 2;
+    struct spawn *more = realloc(spawns, grown * sizeof *more);
+    if (more == NULL)
+        return NULL;
+    memset(more + nspawns, 0, (grown - nspawns) * sizeof *more);
+    spawns = more;
+    *index = nspawns;
+    nspawns = grown;
+    return &spawns[*index];
+}
+
+static struct spec *find_spec(uint32_t id)
+{
+    for (size_t i = 0; i < nspecs; i++)
+        if (specs[i].id == id)
+            return &specs[i];
+    return NULL;
+}
+
+static int write_proc(int pid, const char *name, const char *text)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/%s", pid, name);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    size_t len = strlen(text);
+    ssize_t n = write(fd, text, len);
+    int err = n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
+    close(fd);
+    return err;
+}
+
+/* sync 1: the child may go on; from now on its error pipe tells how setup ends. */
+static void release(struct spawn *s, size_t index)
+{
+    char byte = 1;
+    ssize_t n;
+    while ((n = write(s->sync_fd, &byte, 1)) < 0 && errno == EINTR)
+        ;
+    int err = n == 1 ? 0 : errno;
+    close_fd(&s->sync_fd);
+    if (err != 0) {
+        fail_spawn(s, ISO_STEP_HELPER_RELEASE, err);
+        return;
+    }
+    s->state = WAIT_EXEC;
+    watch(s->error_fd, index, EV_ERROR);
+}
+
+/* ---- ISO_MSG_SPAWN: clone, the helper's part between clone and release, then release or hand over ---- */
+
+static void do_spawn(const struct iso_spawn_msg *m, size_t len, int *fds, uint32_t nfds)
+{
+    int status_fd = -1, cgroup_fd = -1, args_fd = -1, has_init = 0;
+    for (uint32_t i = 0; i < nfds; i++) {
+        if (m->slots[i].role == ISO_FD_STATUS)
+            status_fd = fds[i];
+        else if (m->slots[i].role == ISO_FD_CGROUP)
+            cgroup_fd = fds[i];
+        else if (m->slots[i].role == ISO_FD_ARGS)
+            args_fd = fds[i];
+        else if (m->slots[i].role == ISO_FD_INIT)
+            has_init = 1;
+    }
+    struct spec *spec = find_spec(m->spec_id);
+    char *strings = (char *)(m + 1), *allocated = NULL;
+    int err = 0;
+    if (status_fd < 0 || spec == NULL)
+        err = spec == NULL ? ENOENT : EBADMSG;
+    else if (args_fd >= 0) {
+        allocated = malloc(m->strings_len + 1);
+        if (allocated == NULL)
+            err = ENOMEM;
+        else if (pread(args_fd, allocated, m->strings_len, 0) != (ssize_t)m->strings_len)
+            err = EBADMSG;
+        strings = allocated;
+    } else if (len < sizeof *m + m->strings_len)
+        err = EBADMSG;
+
+    /* "path\0argv0\0arg1\0...": argc + 1 strings, all inside strings_len. */
+    char **argv = NULL, **init_argv = NULL;
+    if (err == 0 && (argv = calloc((size_t)m->argc + 1, sizeof *argv)) == NULL)
+        err = ENOMEM;
+    if (err == 0 && has_init && (init_argv = calloc((size_t)m->argc + 4, sizeof *init_argv)) == NULL)
+        err = ENOMEM;
+    const char *path = strings;
+    size_t off = 0;
+    for (uint32_t i = 0; err == 0 && i <= m->argc; i++) {
+        const char *end = memchr(strings + off, '\0', m->strings_len - off);
+        if (off >= m->strings_len || end == NULL) {
+            err = EBADMSG;
+            break;
+        }
+        if (i > 0)
+            argv[i - 1] = strings + off;
+        off = (size_t)(end - strings) + 1;
+    }
+
+    size_t index = 0;
+    struct spawn *s = err == 0 ? new_spawn(&index) : NULL;
+    if (err == 0 && s == NULL)
+        err = ENOMEM;
+    int sync_pipe[2] = { -1, -1 }, error_pipe[2] = { -1, -1 };
+    if (err == 0 && (pipe2(sync_pipe, O_CLOEXEC) != 0 || pipe2(error_pipe, O_CLOEXEC) != 0))
+        err = errno;
+    if (err != 0) {
+        if (status_fd >= 0)
+            reply_failed(status_fd, 0, err == ENOENT ? ISO_STEP_HELPER_SPEC : ISO_STEP_HELPER_CLONE, -1, err, 0);
+        for (int i = 0; i < 2; i++) {
+            close_fd(&sync_pipe[i]);
+            close_fd(&error_pipe[i]);
+        }
+        for (uint32_t i = 0; i < nfds; i++)
+            close(fds[i]);
+        free(argv);
+        free(init_argv);
+        free(allocated);
+        return;
+    }
+
+    /* The child's request: the spec's, with this spawn's program, arguments and descriptors. */
+    struct iso_spawn_request req = spec->block->req;
+    char error_fd_text[16];
+    req.flags |= m->flags & ISO_SPAWN_NO_CLONE3;
+    req.path = path;
+    req.argv = argv;
+    req.stdio_fds[0] = req.stdio_fds[1] = req.stdio_fds[2] = -1;
+    req.cgroup_fd = -1;
+    req.init_fd = -1;
+    req.helper_pidfd = self_pidfd;
+    req.pdeath_signal = m->death_signal;
+    req.scratch = scratch;
+    req.scratch_size = sizeof scratch;
+    req.child_sync_fd = sync_pipe[0];
+    req.child_error_fd = error_pipe[1];
+    if (init_argv != NULL) {
+        /* isolation-init ERROR_FD FILE ARGV0 ARGS...: the child writes ERROR_FD once its descriptors are in place. */
+        init_argv[0] = "isolation-init";
+        init_argv[1] = error_fd_text;
+        init_argv[2] = (char *)path;
+        for (uint32_t i = 0; i < m->argc; i++)
+            init_argv[3 + i] = argv[i];
+        req.init_argv = init_argv;
+    }
+    struct iso_child_args child = { &req, m->slots, fds, nfds };
+
+    /* Every signal blocked across the clone; the child resets dispositions and unblocks before exec. */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    int pidfd = -1;
+    long pid = -ENOSYS;
+    int used_clone3 = 0;
+    if (!(req.flags & ISO_SPAWN_NO_CLONE3)) {
+        struct iso_clone_args args;
+        memset(&args, 0, sizeof args);
+        args.flags = CLONE_PIDFD | req.clone_flags | (cgroup_fd >= 0 ? CLONE_INTO_CGROUP : 0);
+        args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+        args.exit_signal = SIGCHLD;
+        args.cgroup = cgroup_fd >= 0 ? (uint64_t)cgroup_fd : 0;
+        pid = iso_clone3(&args, sizeof args, iso_child_main, &child);
+        used_clone3 = pid > 0;
+    }
+    if (pid == -ENOSYS) {
+        /* clone(2): no CLONE_INTO_CGROUP; the cgroup is joined below, before release. The stack is ours, but
+         * the child runs on its own copy of it (no CLONE_VM). */
+        pid = clone(iso_child_main, fallback_stack + sizeof fallback_stack, (int)(CLONE_PIDFD | req.clone_flags | SIGCHLD), &child, &pidfd);
+        if (pid < 0)
+            pid = -errno;
+    }
+    sigprocmask(SIG_SETMASK, &old, NULL);
+
+    close(sync_pipe[0]);
+    close(error_pipe[1]);
+    for (uint32_t i = 0; i < nfds; i++)
+        if (fds[i] != status_fd && fds[i] != cgroup_fd)
+            close(fds[i]);
+    free(argv);
+    free(init_argv);
+    free(allocated);
+    if (pid < 0) {
+        reply_failed(status_fd, 0, ISO_STEP_HELPER_CLONE, req.flags & ISO_SPAWN_NO_CLONE3 ? 1 : 0, (int)-pid, 0);
+        close(status_fd);
+        close_fd(&cgroup_fd);
+        close(sync_pipe[1]);
+        close(error_pipe[0]);
+        return;
+    }
+    *s = (struct spawn){ WAIT_HOST, (int)pid, pidfd, sync_pipe[1], error_pipe[0], status_fd, m->death_signal, used_clone3 };
+
+    /* The helper's part, while the child waits at sync 1 and only we can reap it (so its pid is its own). */
+    const struct iso_packed_spec *b = spec->block;
+    if (b->setgroups != NULL && (err = write_proc(s->pid, "setgroups", b->setgroups)) < 0) {
+        fail_spawn(s, ISO_STEP_HELPER_SETGROUPS, -err);
+        return;
+    }
+    if (b->uid_map != NULL && (err = write_proc(s->pid, "uid_map", b->uid_map)) < 0) {
+        fail_spawn(s, ISO_STEP_HELPER_UID_MAP, -err);
+        return;
+    }
+    if (b->gid_map != NULL && (err = write_proc(s->pid, "gid_map", b->gid_map)) < 0) {
+        fail_spawn(s, ISO_STEP_HELPER_GID_MAP, -err);
+        return;
+    }
+    if (cgroup_fd >= 0 && !used_clone3) {
+        /* clone(2) could not put the child in its cgroup: join it now, before it runs a single step. */
+        char pid_text[16];
+        int procs = openat(cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+        int len = snprintf(pid_text, sizeof pid_text, "%d", s->pid);
+        err = procs < 0 ? errno : write(procs, pid_text, (size_t)len) == len ? 0 : errno;
+        if (procs >= 0)
+            close(procs);
+        if (err != 0) {
+            close_fd(&cgroup_fd);
+            fail_spawn(s, ISO_STEP_HELPER_CGROUP, err);
+            return;
+        }
+    }
+    close_fd(&cgroup_fd);
+
+    if (m->flags & ISO_SPAWN_HOST_STEP) {
+        /* The host has work of its own (newuidmap, v1 cgroups, rlimits): it answers on the status socket. */
+        struct iso_reply r;
+        memset(&r, 0, sizeof r);
+        r.kind = ISO_REPLY_CLONED;
+        r.pid = s->pid;
+        r.used_clone3 = used_clone3;
+        reply(s->status_fd, &r, -1);
+        watch(s->status_fd, index, EV_STATUS);
+        return;
+    }
+    release(s, index);
+}
+
+/* The host's answer after its own steps: one byte to go on; EOF (or anything else) to give up. */
+static void on_status(struct spawn *s, size_t index)
+{
+    char byte = 0;
+    ssize_t n;
+    while ((n = read(s->status_fd, &byte, 1)) < 0 && errno == EINTR)
+        ;
+    unwatch(s->status_fd);
+    if (n == 1 && byte == 1) {
+        release(s, index);
+        return;
+    }
+    kill_and_reap(s);
+    free_spawn(s);
+}
+
+/* sync 2: EOF on the error pipe means execve succeeded; a record means setup failed. */
+static void on_error_pipe(struct spawn *s, size_t index)
+{
+    struct iso_child_error error;
+    ssize_t n;
+    while ((n = read(s->error_fd, &error, sizeof error)) < 0 && errno == EINTR)
+        ;
+    unwatch(s->error_fd);
+    close_fd(&s->error_fd);
+    if (n == (ssize_t)sizeof error) {
+        kill_and_reap(s);
+        reply_failed(s->status_fd, s->pid, error.step, error.op_index, error.err, error.detail);
+        free_spawn(s);
+        return;
+    }
+    struct iso_reply r;
+    memset(&r, 0, sizeof r);
+    r.kind = ISO_REPLY_EXECED;
+    r.pid = s->pid;
+    r.used_clone3 = s->used_clone3;
+    reply(s->status_fd, &r, s->pidfd);
+    s->state = RUNNING;
+    watch(s->pidfd, index, EV_EXIT);
+}
+
+/* The sandbox exited: reap it and tell the host. The record, not the pidfd, is what says it has exited. */
+static void on_exit_event(struct spawn *s)
+{
+    siginfo_t info;
+    struct rusage ru;
+    memset(&info, 0, sizeof info);
+    memset(&ru, 0, sizeof ru);
+    long rc;
+    while ((rc = syscall(SYS_waitid, P_PIDFD, s->pidfd, &info, WEXITED | WNOHANG, &ru)) < 0 && errno == EINTR)
+        ;
+    if (rc == 0 && info.si_pid == 0)
+        return; /* not yet (a spurious wake-up) */
+    unwatch(s->pidfd);
+    struct iso_reply r;
+    memset(&r, 0, sizeof r);
+    r.kind = ISO_REPLY_EXITED;
+    r.pid = s->pid;
+    if (rc < 0) {
+        r.kind = ISO_REPLY_FAILED;
+        r.error.step = ISO_STEP_NONE;
+        r.error.err = errno;
+    }
+    r.code = info.si_code;
+    r.status = info.si_status;
+    r.user_us = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec;
+    r.sys_us = (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
+    r.maxrss_kb = ru.ru_maxrss;
+    reply(s->status_fd, &r, -1);
+    free_spawn(s);
+}
+
+/* ---- The channel ---- */
+
+static void do_define(const struct iso_define_msg *m, int *fds, uint32_t nfds)
+{
+    if (nfds != 1)
+        goto done;
+    struct stat st;
+    if (fstat(fds[0], &st) != 0 || st.st_size <= 0)
+        goto done;
+    /* A private mapping: unpacking writes pointers into our copy only. */
+    void *block = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fds[0], 0);
+    if (block == MAP_FAILED)
+        goto done;
+    if (iso_unpack_spec(block, (size_t)st.st_size) != 0) {
+        munmap(block, (size_t)st.st_size);
+        goto done; /* a spawn naming it is answered with ISO_STEP_HELPER_SPEC */
+    }
+    struct spec *spec = find_spec(m->spec_id);
+    if (spec == NULL) {
+        struct spec *more = realloc(specs, (nspecs + 1) * sizeof *more);
+        if (more == NULL) {
+            munmap(block, (size_t)st.st_size);
+            goto done;
+        }
+        specs = more;
+        spec = &specs[nspecs++];
+    } else
+        munmap(spec->block, spec->size);
+    *spec = (struct spec){ m->spec_id, block, (size_t)st.st_size };
+done:
+    for (uint32_t i = 0; i < nfds; i++)
+        close(fds[i]);
+}
+
+static void do_forget(const struct iso_define_msg *m)
+{
+    struct spec *spec = find_spec(m->spec_id);
+    if (spec == NULL)
+        return;
+    munmap(spec->block, spec->size);
+    *spec = specs[--nspecs];
+}
+
+/* The host is gone (EOF on the channel): its sandboxes go with it (DESIGN.md §3a). */
+__attribute__((noreturn)) static void host_gone(void)
+{
+    for (size_t i = 0; i < nspawns; i++) {
+        struct spawn *s = &spawns[i];
+        if (s->state == FREE)
+            continue;
+        syscall(SYS_pidfd_send_signal, s->pidfd, s->state == RUNNING ? s->death_signal : SIGKILL, NULL, 0);
+    }
+    _exit(0);
+}
+
+static void on_channel(int channel)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * ISO_MAX_SPAWN_FDS)];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = { message, sizeof message };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf };
+    ssize_t n = recvmsg(channel, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    if (n <= 0)
+        host_gone();
+    int fds[ISO_MAX_SPAWN_FDS];
+    uint32_t nfds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count && nfds < ISO_MAX_SPAWN_FDS; i++)
+            memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+    }
+    uint32_t kind = (size_t)n >= sizeof(uint32_t) ? *(uint32_t *)message : 0;
+    if (kind == ISO_MSG_DEFINE && (size_t)n >= sizeof(struct iso_define_msg))
+        do_define((struct iso_define_msg *)message, fds, nfds);
+    else if (kind == ISO_MSG_FORGET && (size_t)n >= sizeof(struct iso_define_msg))
+        do_forget((struct iso_define_msg *)message);
+    else if (kind == ISO_MSG_SPAWN && (size_t)n >= sizeof(struct iso_spawn_msg) && !(msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+             && ((struct iso_spawn_msg *)message)->nfds == nfds)
+        do_spawn((struct iso_spawn_msg *)message, (size_t)n, fds, nfds);
+    else
+        for (uint32_t i = 0; i < nfds; i++)
+            close(fds[i]);
+}
+
+int main(void)
+{
+    /* A clean slate whatever the host had (DESIGN.md §2): default dispositions (an ignored SIGCHLD would
+     * reap our children behind our back), nothing blocked, SIGPIPE ignored for our own writes. */
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    prctl(PR_SET_NAME, "isolation-helper", 0, 0, 0);
+    /* Not dumpable: a process of the same uid (a sandbox without a user namespace) cannot ptrace us. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+
+    int channel = ISO_HELPER_CHANNEL_FD;
+    int type = 0;
+    socklen_t type_len = sizeof type;
+    if (getsockopt(channel, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0 || type != SOCK_SEQPACKET)
+        return 2; /* not started by the library */
+    fcntl(channel, F_SETFD, FD_CLOEXEC);
+    /* Nothing but stdio (/dev/null) and the channel. */
+    if (syscall(SYS_close_range, ISO_HELPER_CHANNEL_FD + 1, ~0U, 0) != 0)
+        for (int fd = ISO_HELPER_CHANNEL_FD + 1; fd < 65536; fd++)
+            close(fd);
+
+    self_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0)
+        return 3;
+    watch(channel, 0, EV_CHANNEL);
+
+    for (;;) {
+        struct epoll_event events[64];
+        int n = epoll_wait(epfd, events, 64, -1);
+        if (n < 0 && errno != EINTR)
+            return 4;
+        for (int i = 0; i < n; i++) {
+            int kind = (int)(events[i].data.u64 & 3);
+            size_t index = (size_t)(events[i].data.u64 >> 2);
+            if (kind == EV_CHANNEL) {
+                on_channel(channel);
+                continue;
+            }
+            struct spawn *s = &spawns[index];
+            if (kind == EV_STATUS && s->state == WAIT_HOST)
+                on_status(s, index);
+            else if (kind == EV_ERROR && s->state == WAIT_EXEC)
+                on_error_pipe(s, index);
+            else if (kind == EV_EXIT && s->state == RUNNING)
+                on_exit_event(s);
+        }
+    }
+}

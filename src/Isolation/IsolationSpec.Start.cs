@@ -1,0 +1,264 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using Isolation.Cgroups;
+using Isolation.Diagnostics;
+using Isolation.Mounts;
+using Isolation.Spawning;
+using Microsoft.Extensions.Logging;
+using static Isolation.Interop.Interop;
+using static Tmds.Linux.LibC;
+
+namespace Isolation;
+
+/// <summary>
+/// Starting a sandbox through the spawn helper (DESIGN.md §3): the spec is handed to the helper once; each start
+/// sends one message with the program, its arguments and its descriptors, and reads the helper's answers on a
+/// status socket of its own.
+/// </summary>
+public sealed unsafe partial class IsolationSpec
+{
+    private readonly Lock _defineLock = new();
+    private SpawnHelper.Definition? _definition; // the helper that holds this spec, and its id there
+
+    /// <summary>Tests: force the clone(2) fallback instead of clone3.</summary>
+    internal bool ForceCloneFallback { get; set; }
+
+    /// <summary>
+    /// Starts <paramref name="program"/> in a new sandbox. Returns once the program has been exec'd;
+    /// throws <see cref="SandboxSetupException"/> (naming the step, path and errno) when setup failed, with
+    /// nothing left behind. <paramref name="program"/> without a '/' is searched in the sandbox's PATH.
+    /// The sandbox is owned by this process: it is killed when this process dies.
+    /// </summary>
+    public IsolatedProcess Start(string program, params ReadOnlySpan<string> arguments)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(program);
+        if (program.Contains('\0'))
+            throw new ArgumentException("The program path contains a NUL character.", nameof(program));
+        foreach (string argument in arguments)
+        {
+            if (argument is null)
+                throw new ArgumentNullException(nameof(arguments), "An argument is null.");
+            if (argument.Contains('\0'))
+                throw new ArgumentException($"Argument '{argument.Replace("\0", "\\0")}' contains a NUL character; arguments cannot hold NUL.", nameof(arguments));
+        }
+        for (int attempt = 0; ; attempt++)
+        {
+            SpawnHelper helper = SpawnHelper.Current;
+            try
+            {
+                return StartWith(helper, program, arguments);
+            }
+            catch (SandboxSetupException e) when (attempt == 0 && e.Step == SetupStep.SpawnHelper && SpawnHelper.IsGone(e.Errno))
+            {
+                // The helper died before it took the spawn (nothing was started): a new one takes it.
+                helper.MarkGone();
+            }
+        }
+    }
+
+    private IsolatedProcess StartWith(SpawnHelper helper, string program, ReadOnlySpan<string> arguments)
+    {
+        uint specId = DefinedIn(helper);
+        int initFd = _state.Init ? InitExecutable.GetFd() : -1;
+
+        // "program\0argv0\0arg1\0...", measured, then filled into one native buffer.
+        string argv0 = _state.Argv0 ?? program;
+        int length = Encoding.UTF8.GetByteCount(program) + Encoding.UTF8.GetByteCount(argv0) + 2;
+        foreach (string argument in arguments)
+            length = checked(length + Encoding.UTF8.GetByteCount(argument) + 1);
+        byte* strings = (byte*)NativeMemory.Alloc((nuint)length);
+        int filled = Put(strings, 0, program);
+        filled = Put(strings, filled, argv0);
+        foreach (string argument in arguments)
+            filled = Put(strings, filled, argument);
+
+        iso_spawn_msg message = default;
+        int* fds = stackalloc int[ISO_MAX_SPAWN_FDS];
+        var stdio = new StdioSet();
+        ICgroup cgroup = NoCgroup.Instance;
+        string? cgroupError = null;
+        int[]? trees = null;
+        int statusFd = -1, helperEnd = -1;
+        try
+        {
+            // Step 1: the sandbox's new cgroup, limits written, before clone (IsolationSpec.Cgroups.cs).
+            (cgroup, cgroupError) = CreateCgroup();
+            stdio.Open(_state);
+            int rc = IsolationNative_StatusSocket(&statusFd, &helperEnd);
+            if (rc < 0)
+                throw new SandboxSetupException(SetupStep.SpawnHelper, "create the status socket of a spawn", -rc);
+
+            // The descriptors of this spawn, each with what it is for (isolation_native.h, enum iso_fd_role).
+            AddFd(&message, fds, ISO_FD_STATUS, 0, helperEnd);
+            for (int i = 0; i < 3; i++)
+            {
+                if (stdio.ChildFd(i) is int fd and >= 0)
+                    AddFd(&message, fds, ISO_FD_STDIO, i, fd);
+            }
+            if (cgroup.CloneIntoFd >= 0)
+                AddFd(&message, fds, ISO_FD_CGROUP, 0, cgroup.CloneIntoFd); // v2: CLONE_INTO_CGROUP
+            if (initFd >= 0)
+                AddFd(&message, fds, ISO_FD_INIT, 0, initFd);
+            for (int i = 0; i < _compiledOps.Length; i++)
+            {
+                if (_compiledOps[i].Operation.Kind == NativeOpKind.CopyFd)
+                    AddFd(&message, fds, ISO_FD_OP, i, UserFd((int)_compiledOps[i].Operation.N2, _compiledOps[i].Operation.Description, SetupStep.Mount));
+            }
+            if (_idmappedTrees is not null)
+            {
+                // Idmapped trees are made by the host for each start (Mounts/IdmappedTrees.cs).
+                trees = _idmappedTrees.Open(_ops);
+                for (int i = 0; i < trees.Length; i++)
+                    AddFd(&message, fds, ISO_FD_OP, _idmappedTrees.OpIndexes[i], trees[i]);
+            }
+            if (_security is not null)
+            {
+                iso_security* sec = _security.Native;
+                for (int i = 0; i < sec->npass_fds; i++)
+                    AddFd(&message, fds, ISO_FD_PASS, sec->pass_fds[i], UserFd(sec->pass_fds[i], $"pass descriptor {sec->pass_fds[i]}", SetupStep.CloseFileDescriptors));
+            }
+
+            // The host's own steps between clone and release: newuidmap, v1 cgroups, rlimits. Without them
+            // the helper goes from clone to exec with no round trip.
+            bool hostStep = (_idMaps?.NeedsHost ?? false) || _state.Rlimits.Length > 0
+                || (cgroup is not NoCgroup && !(cgroup is V2Cgroup && cgroup.CloneIntoFd >= 0));
+            message.kind = ISO_MSG_SPAWN;
+            message.spec_id = specId;
+            message.flags = (ForceCloneFallback ? ISO_SPAWN_NO_CLONE3 : 0) | (hostStep ? ISO_SPAWN_HOST_STEP : 0);
+            message.death_signal = _state.DeathSignal != 0 ? _state.DeathSignal : SIGKILL;
+            message.argc = (uint)arguments.Length + 1;
+            message.strings_len = (uint)length;
+
+            if (_logger.IsEnabled(LogLevel.Debug))
+                Log.Cloning(_logger, program, _state.Namespaces);
+            rc = IsolationNative_SendSpawn(helper.Channel, &message, fds, strings);
+            if (rc < 0)
+                throw HelperFailed(helper, rc, "send the spawn to the spawn helper");
+            // The helper has its own copies now.
+            CloseAndClear(ref helperEnd);
+            stdio.CloseChildEnds();
+            IdmappedTrees.Close(trees);
+            trees = null;
+
+            while (true)
+            {
+                iso_reply reply;
+                int fd;
+                rc = IsolationNative_ReadReply(statusFd, 0, &reply, &fd);
+                if (rc <= 0)
+                    throw HelperFailed(helper, rc == 0 ? -EPIPE : rc, "wait for the spawn helper's answer");
+                switch (reply.kind)
+                {
+                    case ISO_REPLY_CLONED:
+                        // sync 1 is the helper's to write; the child waits for it, and only the helper can reap it,
+                        // so its pid stays its own while we write to /proc/PID and cgroup.procs.
+                        Log.Cloned(_logger, reply.pid, reply.used_clone3 != 0);
+                        if (_idMaps is { NeedsHost: true })
+                            _idMaps.Write(reply.pid, _logger);
+                        PlaceInCgroup(cgroup, reply.pid, reply.used_clone3 != 0);
+                        SetRlimits(reply.pid);
+                        rc = IsolationNative_Continue(statusFd);
+                        if (rc < 0)
+                            throw HelperFailed(helper, rc, $"release pid {reply.pid}");
+                        Log.Released(_logger, reply.pid);
+                        continue;
+                    case ISO_REPLY_EXECED:
+                        // sync 2: the program runs. Its pidfd came with the reply.
+                        if (fd < 0)
+                            throw new SandboxSetupException(SetupStep.SpawnHelper, $"receive the pidfd of pid {reply.pid}", EMFILE, null,
+                                "this process is out of file descriptors (ulimit -n); the sandbox was started and will be killed when this process exits");
+                        Log.Execed(_logger, reply.pid, program);
+                        var handle = new SandboxHandle(fd, statusFd);
+                        statusFd = -1;
+                        return new IsolatedProcess(reply.pid, handle, stdio.TakeStreams(), _state.Timeout, _logger, cgroup, cgroupError);
+                    case ISO_REPLY_FAILED:
+                        throw SpawnFailed(reply, program);
+                    default:
+                        throw new SandboxSetupException(SetupStep.SpawnHelper, "read the spawn helper's answer", EBADMSG);
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            // Closing the status socket tells the helper to kill and reap a child still waiting for us; a
+            // failed child was reaped before the helper answered. Either way the cgroup empties.
+            CloseAndClear(ref statusFd);
+            CloseAndClear(ref helperEnd);
+            IdmappedTrees.Close(trees);
+            cgroup.Remove(); // waits for the cgroup to empty, then removes it
+            stdio.Dispose();
+            if (e is SandboxSetupException && _logger.IsEnabled(LogLevel.Debug))
+                Log.SetupFailed(_logger, 0, e.Message);
+            throw;
+        }
+        finally
+        {
+            NativeMemory.Free(strings);
+            GC.KeepAlive(_handle);
+        }
+    }
+
+    /// <summary>This spec's id in <paramref name="helper"/>: packed and sent once per helper (DESIGN.md §2, "per spawn").</summary>
+    private uint DefinedIn(SpawnHelper helper)
+    {
+        SpawnHelper.Definition? definition = Volatile.Read(ref _definition);
+        if (definition?.Helper == helper)
+            return definition.SpecId;
+        lock (_defineLock)
+        {
+            if (_definition?.Helper == helper)
+                return _definition.SpecId;
+            uint id = SpawnHelper.NewSpecId();
+            int rc = _idMaps is null
+                ? IsolationNative_DefineSpec(helper.Channel, id, _template, null, null, null)
+                : IsolationNative_DefineSpec(helper.Channel, id, _template, _idMaps.HelperSetgroups, _idMaps.HelperUidMap, _idMaps.HelperGidMap);
+            if (rc < 0)
+                throw HelperFailed(helper, rc, "hand the spec to the spawn helper");
+            Volatile.Write(ref _definition, new SpawnHelper.Definition(helper, id));
+            return id;
+        }
+    }
+
+    private static SandboxSetupException HelperFailed(SpawnHelper helper, int rc, string what)
+    {
+        if (SpawnHelper.IsGone(-rc))
+        {
+            helper.MarkGone();
+            return new SandboxSetupException(SetupStep.SpawnHelper, what, -rc, null,
+                $"the spawn helper (isolation-helper, pid {helper.ProcessId}) exited; the next start uses a new one");
+        }
+        return new SandboxSetupException(SetupStep.SpawnHelper, what, -rc);
+    }
+
+    /// <summary>A descriptor of the caller's that a start sends (FileFromDescriptor, PassFileDescriptors): it must still be open.</summary>
+    private static int UserFd(int fd, string what, SetupStep step)
+    {
+        if (fcntl(fd, F_GETFD) < 0)
+            throw new SandboxSetupException(step, what, EBADF, null, $"descriptor {fd} was closed after Build(); keep it open while sandboxes start");
+        return fd;
+    }
+
+    private static void AddFd(iso_spawn_msg* message, int* fds, int role, int arg, int fd)
+    {
+        if (message->nfds >= ISO_MAX_SPAWN_FDS)
+            throw new SandboxSetupException(SetupStep.SpawnHelper, "send the spawn's descriptors", EMFILE, null,
+                $"a start can send at most {ISO_MAX_SPAWN_FDS} descriptors (stdio, FileFromDescriptor, PassFileDescriptors, idmapped binds)");
+        ((iso_fd_slot*)message->slots)[message->nfds] = new iso_fd_slot { role = role, arg = arg };
+        fds[message->nfds] = fd;
+        message->nfds++;
+    }
+
+    private static int Put(byte* buffer, int at, string s)
+    {
+        int n = Encoding.UTF8.GetBytes(s, new Span<byte>(buffer + at, int.MaxValue - at));
+        buffer[at + n] = 0;
+        return at + n + 1;
+    }
+
+    private static void CloseAndClear(ref int fd)
+    {
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+}
