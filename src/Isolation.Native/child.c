@@ -1020,11 +1020,9 @@ int iso_child_main(void *arg)
     }
 
     /* Die with the helper (it dies with the host: an owned sandbox never outlives its owner, DESIGN.md
-     * §3a), armed before the first wait. Not dumpable while we hold the helper's memory: nothing that
-     * shares our user namespace can ptrace or read us before exec (execve resets it). */
+     * §3a), armed before the first wait. */
     if ((rc = iso_arm_death_signal(req)) < 0)
         fail(req, rc == -ESRCH ? ISO_STEP_PARENT_GONE : ISO_STEP_DEATH_SIGNAL, -1, rc, 0);
-    iso_sys5(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0);
 
     int slot = -1;
     if ((rc = arrange_fds(args, &slot)) < 0)
@@ -1041,6 +1039,11 @@ int iso_child_main(void *arg)
             fail(req, ISO_STEP_WAIT_RELEASE, -1, rc < 0 ? rc : -ECANCELED, 0);
     }
     iso_sys1(SYS_close, req->child_sync_fd);
+    /* Not dumpable while we hold a copy of the helper's memory: nothing that shares our user namespace can
+     * ptrace or read us before exec (execve makes the program dumpable again). Only now: before the maps are
+     * written, a non-dumpable child's /proc files belong to root, and an unprivileged helper could not write
+     * them (proc(5), /proc/PID). */
+    iso_sys5(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0);
 
     /* security, early: become root of the new user namespace before setup (untrusted preset), and limit
      * nested user namespaces while the host's /proc is still visible (child_security.c). */

@@ -588,8 +588,9 @@ int main(void)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     prctl(PR_SET_NAME, "isolation-helper", 0, 0, 0);
-    /* Not dumpable: a process of the same uid (a sandbox without a user namespace) cannot ptrace us. */
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    /* Dumpable, like the host: our children are born with our flag, and until sync 1 a child's /proc files
+     * must belong to our uid so that we (or newuidmap, for the host) can write its id maps. A process that
+     * could ptrace us could ptrace the host as well. */
 
     int channel = ISO_HELPER_CHANNEL_FD;
     int type = 0;

@@ -167,6 +167,13 @@ public sealed unsafe partial class IsolationSpec
                         if (fd < 0)
                             throw new SandboxSetupException(SetupStep.SpawnHelper, $"receive the pidfd of pid {reply.pid}", EMFILE, null,
                                 "this process is out of file descriptors (ulimit -n); the sandbox was started and will be killed when this process exits");
+                        if (!hostStep && _logger.IsEnabled(LogLevel.Debug))
+                        {
+                            // The helper went from clone to exec on its own: log its steps as the host's would be.
+                            Log.Cloned(_logger, reply.pid, reply.used_clone3 != 0);
+                            _idMaps?.LogHelperWrites(reply.pid, _logger);
+                            Log.Released(_logger, reply.pid);
+                        }
                         Log.Execed(_logger, reply.pid, program);
                         var handle = new SandboxHandle(fd, statusFd);
                         statusFd = -1;

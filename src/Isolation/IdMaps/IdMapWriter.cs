@@ -77,6 +77,17 @@ internal sealed unsafe class IdMapWriter
     /// <summary>The gid map text the helper writes, else null.</summary>
     public byte* HelperGidMap => NeedsHost || _gidMaps.Length == 0 ? null : _gidText;
 
+    /// <summary>Logs the map files the helper wrote for <paramref name="pid"/> (at Debug).</summary>
+    public void LogHelperWrites(int pid, ILogger logger)
+    {
+        if (HelperSetgroups is not null)
+            Log.WroteProcFile(logger, pid, "setgroups", "deny");
+        if (HelperUidMap is not null)
+            Log.WroteProcFile(logger, pid, "uid_map", _uidTextManaged.TrimEnd());
+        if (HelperGidMap is not null)
+            Log.WroteProcFile(logger, pid, "gid_map", _gidTextManaged.TrimEnd());
+    }
+
     /// <summary>The helper failed to write a map file for <paramref name="pid"/>: the same words as when the host fails.</summary>
     public SandboxSetupException HelperFailed(SetupStep step, int errno, int pid) => step switch
     {
