@@ -56,7 +56,8 @@ public sealed unsafe partial class IsolationSpec
         }
     }
 
-    private IsolatedProcess StartWith(SpawnHelper helper, string program, ReadOnlySpan<string> arguments)
+    /// <summary>Starts through <paramref name="helper"/> (tests: a helper started from another copy of the executable).</summary>
+    internal IsolatedProcess StartWith(SpawnHelper helper, string program, ReadOnlySpan<string> arguments)
     {
         uint specId = DefinedIn(helper);
         int initFd = _state.Init ? InitExecutable.GetFd() : -1;

@@ -99,12 +99,15 @@ internal sealed unsafe class SpawnHelper
     /// <summary>Whether an -errno from the channel means the helper is gone.</summary>
     public static bool IsGone(int errno) => errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN;
 
+    /// <summary>An environment variable naming the helper executable to use instead of the one beside the shim.</summary>
+    public const string PathVariable = "ISOLATION_HELPER_PATH";
+
     private static string Locate()
     {
         string? path = Volatile.Read(ref s_path);
         if (path is not null)
             return path;
-        path = NativeAssets.Locate(Name);
+        path = Environment.GetEnvironmentVariable(PathVariable) is { Length: > 0 } overridden ? overridden : NativeAssets.Locate(Name);
         Volatile.Write(ref s_path, path);
         return path;
     }
