@@ -343,15 +343,15 @@ public sealed class IsolateUnshareTests
         return Process.Start(info)!;
     }
 
-    /// <summary>The pid of "sleep": <paramref name="pid"/> itself once it has exec'd sleep, or its child running sleep.</summary>
+    /// <summary>
+    /// The pid of "sleep": <paramref name="pid"/> itself once it has exec'd sleep, or a descendant running sleep
+    /// (a child under unshare -f; under isolate as deep as the library's spawn helper puts the sandbox).
+    /// </summary>
     private static async Task<int> WaitForSleepAsync(int pid)
     {
         for (int i = 0; i < 300; i++)
         {
-            IEnumerable<int> candidates = [pid, .. System.IO.Directory.Exists($"/proc/{pid}/task")
-                ? System.IO.Directory.GetDirectories($"/proc/{pid}/task").SelectMany(t => ReadOrEmpty($"{t}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries)).Select(int.Parse)
-                : []];
-            foreach (int candidate in candidates)
+            foreach (int candidate in (int[])[pid, .. Host.Descendants(pid)])
             {
                 if (ReadOrEmpty($"/proc/{candidate}/comm").Trim() == "sleep")
                     return candidate;
