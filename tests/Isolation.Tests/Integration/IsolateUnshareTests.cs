@@ -15,6 +15,9 @@ public sealed class IsolateUnshareTests
         typeof(IsolateUnshareTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().First(a => a.Key == "IsolateDir").Value!,
         "isolate");
 
+    /// <summary><see cref="Isolate"/> where uid 65534 can run it (a staged copy when the checkout is private).</summary>
+    internal static string IsolateForAnyUser => Staging.ProgramForAnyUser(Isolate);
+
     private static readonly string? Unshare = new[] { "/usr/bin/unshare", "/bin/unshare" }.FirstOrDefault(File.Exists);
 
     // ---- Same exit status and output as util-linux unshare, as root ----
@@ -375,7 +378,8 @@ public sealed class IsolateUnshareTests
 
     /// <summary>Runs util-linux unshare and then isolate unshare with the same arguments.</summary>
     private static async Task<(Outcome Unshare, Outcome Isolate)> RunBothAsync(string[] args, bool unprivileged, string? stdin = null, Dictionary<string, string>? environment = null) =>
-        (await RunAsync(Unshare!, args, unprivileged, stdin, environment), await RunAsync(Isolate, ["unshare", .. args], unprivileged, stdin, environment));
+        (await RunAsync(Unshare!, args, unprivileged, stdin, environment),
+         await RunAsync(unprivileged ? IsolateForAnyUser : Isolate, ["unshare", .. args], unprivileged, stdin, environment));
 
     /// <summary>Runs <paramref name="file"/> (through setpriv as uid/gid 65534 when unprivileged) and collects its status and output.</summary>
     internal static async Task<Outcome> RunAsync(string file, string[] args, bool unprivileged, string? stdin = null, Dictionary<string, string>? environment = null)
