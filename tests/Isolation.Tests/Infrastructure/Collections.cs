@@ -1,6 +1,6 @@
 namespace Isolation.Tests.Infrastructure;
 
-/// <summary>Tests that count this process's descriptors and children run alone, so others' sandboxes don't blur the count.</summary>
+/// <summary>Tests that count this process's descriptors and descendants run alone, so others' sandboxes don't blur the count.</summary>
 [CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class LeakChecks
 {

@@ -31,11 +31,42 @@ public static class Host
     public static int[] OpenFds() =>
         System.IO.Directory.GetFiles("/proc/self/fd").Select(f => int.Parse(Path.GetFileName(f))).Order().ToArray();
 
-    /// <summary>Live children of this process (any thread's), from /proc/self/task/*/children.</summary>
-    public static int[] Children() =>
-        System.IO.Directory.GetDirectories("/proc/self/task")
-            .SelectMany(t => File.ReadAllText(Path.Combine(t, "children")).Split(' ', StringSplitOptions.RemoveEmptyEntries))
-            .Select(int.Parse).ToArray();
+    /// <summary>
+    /// Live descendants of this process: children, grandchildren and so on. Sandboxes need not be direct
+    /// children: the library may start them from a spawn helper, so they can sit any depth below us.
+    /// </summary>
+    public static int[] Descendants() => Descendants(Environment.ProcessId);
+
+    /// <summary>Live descendants of <paramref name="pid"/>, breadth first, from /proc/PID/task/*/children (any thread's children).</summary>
+    public static int[] Descendants(int pid)
+    {
+        var found = new List<int>();
+        var pending = new Queue<int>([pid]);
+        while (pending.TryDequeue(out int parent))
+        {
+            foreach (int child in Children(parent))
+            {
+                found.Add(child);
+                pending.Enqueue(child);
+            }
+        }
+        return found.ToArray();
+    }
+
+    /// <summary>The children of <paramref name="pid"/>; none once it has exited (the /proc files vanish while we read them).</summary>
+    private static IEnumerable<int> Children(int pid)
+    {
+        try
+        {
+            return System.IO.Directory.GetDirectories($"/proc/{pid}/task")
+                .SelectMany(t => File.ReadAllText(Path.Combine(t, "children")).Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                .Select(int.Parse).ToArray();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return [];
+        }
+    }
 
     private static int ReadInt(string path, int fallback = 0) =>
         File.Exists(path) && int.TryParse(File.ReadAllText(path).Trim(), out int v) ? v : fallback;

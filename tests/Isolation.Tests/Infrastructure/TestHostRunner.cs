@@ -12,14 +12,33 @@ public static class TestHostRunner
 
     public static string RepoRoot { get; } = Metadata("RepoRoot");
 
-    /// <summary>The apphost executable: runnable inside a sandbox that shares the host's file system.</summary>
+    /// <summary>The apphost executable: runnable inside a sandbox that shares the host's file system, by root.</summary>
     public static string Executable { get; } = Path.Combine(Directory, "Isolation.TestHost");
 
-    /// <summary>Starts the report inside <paramref name="spec"/>'s sandbox and returns what it saw.</summary>
-    public static async Task<EnvironmentReport> ReportAsync(NamespaceBuilder builder, params string[] extraArgs)
+    /// <summary>
+    /// <see cref="Directory"/> as uid 65534 and other non-root host users reach it: the build output, or its
+    /// staged copy when the checkout is private (<see cref="Staging"/>). Skips the test when there is neither.
+    /// </summary>
+    public static string DirectoryForAnyUser => Staging.DirectoryForAnyUser(Directory);
+
+    /// <summary>The apphost in <see cref="DirectoryForAnyUser"/>: for runs as uid 65534 and for sandboxes whose program is a non-root host uid.</summary>
+    public static string ExecutableForAnyUser => Path.Combine(DirectoryForAnyUser, "Isolation.TestHost");
+
+    /// <summary>Starts the report inside <paramref name="builder"/>'s sandbox and returns what it saw.</summary>
+    public static Task<EnvironmentReport> ReportAsync(NamespaceBuilder builder, params string[] extraArgs) =>
+        RunReportAsync(builder, Executable, extraArgs);
+
+    /// <summary>
+    /// <see cref="ReportAsync(NamespaceBuilder, string[])"/> for a sandbox whose program runs as a host uid other
+    /// than root (mapped ranges, RunAs, ForUntrustedCode as root): starts <see cref="ExecutableForAnyUser"/>.
+    /// </summary>
+    public static Task<EnvironmentReport> ReportAsAnotherHostUserAsync(NamespaceBuilder builder, params string[] extraArgs) =>
+        RunReportAsync(builder, ExecutableForAnyUser, extraArgs);
+
+    private static async Task<EnvironmentReport> RunReportAsync(NamespaceBuilder builder, string executable, string[] extraArgs)
     {
         IsolationSpec spec = builder.WithStandardOutput(Stdio.Pipe).Build();
-        await using IsolatedProcess process = spec.Start(Executable, ["report", .. extraArgs]);
+        await using IsolatedProcess process = spec.Start(executable, ["report", .. extraArgs]);
         string json = await new StreamReader(process.StandardOutput!).ReadToEndAsync();
         ExitStatus status = await process.WaitForExitAsync();
         Assert.True(status.Success, $"report exited: {status}; output: {json}");
@@ -35,7 +54,7 @@ public static class TestHostRunner
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (string a in (string[])["--reuid=65534", "--regid=65534", "--clear-groups", "--", Executable, "spawn", .. args])
+        foreach (string a in (string[])["--reuid=65534", "--regid=65534", "--clear-groups", "--", ExecutableForAnyUser, "spawn", .. args])
             info.ArgumentList.Add(a);
         return RunSpawnDriver(info);
     }

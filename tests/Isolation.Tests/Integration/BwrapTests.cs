@@ -94,7 +94,7 @@ public sealed class BwrapTests
     private static void AssertSame(string commandLine, bool unprivileged)
     {
         var bwrap = Run("/usr/bin/bwrap", commandLine, unprivileged);
-        var isolate = Run(Isolate + " bwrap", commandLine, unprivileged);
+        var isolate = Run((unprivileged ? Staging.ProgramForAnyUser(Isolate) : Isolate) + " bwrap", commandLine, unprivileged);
 
         Assert.True(bwrap.Code == isolate.Code, $"exit codes differ: bwrap {bwrap.Code} ({bwrap.Stderr}), isolate {isolate.Code} ({isolate.Stderr})");
         Assert.Equal(bwrap.Stdout, isolate.Stdout);

@@ -92,7 +92,7 @@ public sealed class DelegatedSubtree : IDisposable
         info.ArgumentList.Add("-c");
         info.ArgumentList.Add($"for f in {moves}; do echo $$ > \"$f\" || exit 99; done; exec setpriv --reuid={Uid} --regid={Uid} --clear-groups -- \"$@\"");
         info.ArgumentList.Add("sh");
-        foreach (string a in (string[])[TestHostRunner.Executable, "spawn", .. args])
+        foreach (string a in (string[])[TestHostRunner.ExecutableForAnyUser, "spawn", .. args])
             info.ArgumentList.Add(a);
         return TestHostRunner.RunSpawnDriver(info);
     }

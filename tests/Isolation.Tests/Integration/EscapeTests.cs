@@ -29,12 +29,13 @@ public sealed partial class EscapeTests(ITestOutputHelper output) : IDisposable
         using var pty = Pty.Open();
         File.WriteAllText(MarkerFile, _markerText);
 
+        // The preset's identity is host nobody even for root: bind and run the copy any user reaches.
         NamespaceBuilder builder = NamespaceBuilder.ForUntrustedCode()
-            .WithMounts(m => m.BindReadOnly(TestHostRunner.Directory, TestHostRunner.Directory))
+            .WithMounts(m => m.BindReadOnly(TestHostRunner.DirectoryForAnyUser, TestHostRunner.DirectoryForAnyUser))
             .WithEnvironment(e => e.Set("DOTNET_EnableDiagnostics", "0"))
             .WithStandardInput(pty is null ? Stdio.Null : Stdio.File(pty.SlavePath))
             .WithStandardOutput(Stdio.Pipe);
-        await using IsolatedProcess process = builder.Build().Start(TestHostRunner.Executable, Arguments());
+        await using IsolatedProcess process = builder.Build().Start(TestHostRunner.ExecutableForAnyUser, Arguments());
         string json = await new StreamReader(process.StandardOutput!).ReadToEndAsync();
         ExitStatus status = await process.WaitForExitAsync();
 
@@ -52,9 +53,9 @@ public sealed partial class EscapeTests(ITestOutputHelper output) : IDisposable
         File.SetUnixFileMode(MarkerFile, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
 
         SpawnOutcome outcome = TestHostRunner.SpawnUnprivileged(
-            ["--untrusted", "--ro-bind", TestHostRunner.Directory + ":" + TestHostRunner.Directory, "--setenv", "DOTNET_EnableDiagnostics", "0",
+            ["--untrusted", "--ro-bind", TestHostRunner.DirectoryForAnyUser + ":" + TestHostRunner.DirectoryForAnyUser, "--setenv", "DOTNET_EnableDiagnostics", "0",
              .. pty is null ? Array.Empty<string>() : ["--stdin-file", pty.SlavePath],
-             "--", TestHostRunner.Executable, .. Arguments()]);
+             "--", TestHostRunner.ExecutableForAnyUser, .. Arguments()]);
 
         Assert.True(outcome.Started, $"{outcome.Error?.Message}{outcome.ArgumentError}");
         Assert.True(outcome.ExitCode == 0, $"attempts exited {outcome.ExitCode} signal {outcome.Signal}: {outcome.Stdout}");

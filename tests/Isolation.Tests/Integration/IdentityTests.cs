@@ -23,7 +23,8 @@ public sealed class IdentityTests
     public async Task Explicit_ranges_and_run_as_place_the_program_at_a_mapped_uid()
     {
         Host.RequireRoot();
-        EnvironmentReport report = await TestHostRunner.ReportAsync(new NamespaceBuilder()
+        // The program runs as host uid 101000.
+        EnvironmentReport report = await TestHostRunner.ReportAsAnotherHostUserAsync(new NamespaceBuilder()
             .WithNamespaces(Namespaces.User)
             .MapUsers(0, 100000, 65536)
             .MapGroups(0, 100000, 65536)

@@ -15,6 +15,9 @@ public sealed class IsolateUnshareTests
         typeof(IsolateUnshareTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().First(a => a.Key == "IsolateDir").Value!,
         "isolate");
 
+    /// <summary><see cref="Isolate"/> where uid 65534 can run it (a staged copy when the checkout is private).</summary>
+    internal static string IsolateForAnyUser => Staging.ProgramForAnyUser(Isolate);
+
     private static readonly string? Unshare = new[] { "/usr/bin/unshare", "/bin/unshare" }.FirstOrDefault(File.Exists);
 
     // ---- Same exit status and output as util-linux unshare, as root ----
@@ -343,15 +346,15 @@ public sealed class IsolateUnshareTests
         return Process.Start(info)!;
     }
 
-    /// <summary>The pid of "sleep": <paramref name="pid"/> itself once it has exec'd sleep, or its child running sleep.</summary>
+    /// <summary>
+    /// The pid of "sleep": <paramref name="pid"/> itself once it has exec'd sleep, or a descendant running sleep
+    /// (a child under unshare -f; under isolate as deep as the library's spawn helper puts the sandbox).
+    /// </summary>
     private static async Task<int> WaitForSleepAsync(int pid)
     {
         for (int i = 0; i < 300; i++)
         {
-            IEnumerable<int> candidates = [pid, .. System.IO.Directory.Exists($"/proc/{pid}/task")
-                ? System.IO.Directory.GetDirectories($"/proc/{pid}/task").SelectMany(t => ReadOrEmpty($"{t}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries)).Select(int.Parse)
-                : []];
-            foreach (int candidate in candidates)
+            foreach (int candidate in (int[])[pid, .. Host.Descendants(pid)])
             {
                 if (ReadOrEmpty($"/proc/{candidate}/comm").Trim() == "sleep")
                     return candidate;
@@ -375,7 +378,8 @@ public sealed class IsolateUnshareTests
 
     /// <summary>Runs util-linux unshare and then isolate unshare with the same arguments.</summary>
     private static async Task<(Outcome Unshare, Outcome Isolate)> RunBothAsync(string[] args, bool unprivileged, string? stdin = null, Dictionary<string, string>? environment = null) =>
-        (await RunAsync(Unshare!, args, unprivileged, stdin, environment), await RunAsync(Isolate, ["unshare", .. args], unprivileged, stdin, environment));
+        (await RunAsync(Unshare!, args, unprivileged, stdin, environment),
+         await RunAsync(unprivileged ? IsolateForAnyUser : Isolate, ["unshare", .. args], unprivileged, stdin, environment));
 
     /// <summary>Runs <paramref name="file"/> (through setpriv as uid/gid 65534 when unprivileged) and collects its status and output.</summary>
     internal static async Task<Outcome> RunAsync(string file, string[] args, bool unprivileged, string? stdin = null, Dictionary<string, string>? environment = null)

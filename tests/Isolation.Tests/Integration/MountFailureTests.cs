@@ -4,7 +4,7 @@ using static Isolation.Tests.Integration.MountRun;
 
 namespace Isolation.Tests.Integration;
 
-/// <summary>Failed mount plans: the error names the operation as written, and nothing is left behind. Run alone, so the child count is ours.</summary>
+/// <summary>Failed mount plans: the error names the operation as written, and nothing is left behind. Run alone, so the count of descendant processes is ours.</summary>
 [Collection(LeakChecks.Name)]
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed class MountFailureTests : IDisposable
@@ -12,7 +12,7 @@ public sealed class MountFailureTests : IDisposable
     private readonly BusyboxRoot _root = new();
     private readonly List<string> _temps = [];
     private readonly string[] _hostMountsBefore = HostMounts();
-    private readonly int[] _childrenBefore = Host.Children();
+    private readonly int[] _descendantsBefore = Host.Descendants();
 
     public void Dispose()
     {
@@ -20,7 +20,7 @@ public sealed class MountFailureTests : IDisposable
         foreach (string t in _temps)
             BusyboxRoot.DeleteTree(t);
         Assert.Equal(_hostMountsBefore, HostMounts());
-        Assert.Equal(_childrenBefore, Host.Children());
+        Assert.Equal(_descendantsBefore, Host.Descendants());
     }
 
     private string Temp()

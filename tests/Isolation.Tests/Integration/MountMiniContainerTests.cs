@@ -20,7 +20,7 @@ public sealed class MountMiniContainerTests
     {
         var info = new ProcessStartInfo(unprivileged ? "setpriv" : MiniContainer) { RedirectStandardOutput = true, RedirectStandardError = true };
         if (unprivileged)
-            foreach (string a in (string[])["--reuid=65534", "--regid=65534", "--clear-groups", "--", MiniContainer])
+            foreach (string a in (string[])["--reuid=65534", "--regid=65534", "--clear-groups", "--", Staging.ProgramForAnyUser(MiniContainer)])
                 info.ArgumentList.Add(a);
         foreach (string a in args)
             info.ArgumentList.Add(a);

@@ -70,7 +70,7 @@ public sealed class SecurityTests
             .WithMounts(m => m.Proc())
             .WithSecurity(s => s.KeepCapabilities(Capability.CAP_NET_BIND_SERVICE));
 
-        EnvironmentReport report = await TestHostRunner.ReportAsync(builder);
+        EnvironmentReport report = await TestHostRunner.ReportAsAnotherHostUserAsync(builder); // host uid 1000
 
         Assert.Equal(1000, report.Uid);
         Assert.Equal("0000000000000400", report.CapEff);
@@ -248,11 +248,12 @@ public sealed class SecurityTests
     [Fact]
     public async Task The_untrusted_preset_runs_a_program_with_nothing_left_to_take()
     {
+        // As root too, the preset's identity is host nobody: it binds and runs the copy any user reaches.
         NamespaceBuilder builder = NamespaceBuilder.ForUntrustedCode()
-            .WithMounts(m => m.BindReadOnly(TestHostRunner.Directory, TestHostRunner.Directory))
+            .WithMounts(m => m.BindReadOnly(TestHostRunner.DirectoryForAnyUser, TestHostRunner.DirectoryForAnyUser))
             .WithEnvironment(e => e.Set("DOTNET_EnableDiagnostics", "0"));
 
-        EnvironmentReport report = await TestHostRunner.ReportAsync(builder);
+        EnvironmentReport report = await TestHostRunner.ReportAsAnotherHostUserAsync(builder);
 
         Assert.Equal(0, report.Uid);
         Assert.Equal(1, report.Pid);
@@ -317,8 +318,8 @@ public sealed class SecurityTests
     {
         Host.RequireUnprivilegedRunner();
 
-        SpawnOutcome outcome = TestHostRunner.SpawnUnprivileged("--untrusted", "--ro-bind", TestHostRunner.Directory + ":" + TestHostRunner.Directory,
-            "--setenv", "DOTNET_EnableDiagnostics", "0", "--", TestHostRunner.Executable, "report");
+        SpawnOutcome outcome = TestHostRunner.SpawnUnprivileged("--untrusted", "--ro-bind", TestHostRunner.DirectoryForAnyUser + ":" + TestHostRunner.DirectoryForAnyUser,
+            "--setenv", "DOTNET_EnableDiagnostics", "0", "--", TestHostRunner.ExecutableForAnyUser, "report");
 
         Assert.True(outcome.Started, $"{outcome.Error?.Message}{outcome.ArgumentError}");
         EnvironmentReport report = JsonSerializer.Deserialize(outcome.Stdout, ReportJson.Default.EnvironmentReport)!;

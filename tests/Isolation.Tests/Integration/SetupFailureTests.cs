@@ -4,7 +4,7 @@ using Isolation.Tests.Infrastructure;
 namespace Isolation.Tests.Integration;
 
 /// <summary>
-/// Every failed start says which step, path and errno, with a hint, and leaves nothing behind: no child,
+/// Every failed start says which step, path and errno, with a hint, and leaves nothing behind: no process,
 /// no descriptor, no mount. Runs alone so that other tests' sandboxes do not blur the counts.
 /// </summary>
 [Collection(LeakChecks.Name)]
@@ -24,7 +24,7 @@ public sealed class SetupFailureTests
         // No descriptor of the kinds a start opens (pidfds, pipes, memfds) may be left that was not there before.
         // Others may close meanwhile: an earlier test's pidfd is closed by the exit watcher thread.
         Assert.Empty(SpawnDescriptors().Except(fdsBefore));
-        Assert.Empty(Host.Children());
+        Assert.Empty(Host.Descendants());
         Assert.Equal(mountsBefore, File.ReadAllText("/proc/self/mountinfo"));
         return e;
     }
@@ -113,7 +113,7 @@ public sealed class SetupFailureTests
         while (SpawnDescriptors().Except(fdsBefore).Any() && clock.Elapsed < TimeSpan.FromSeconds(5))
             Thread.Sleep(10);
         Assert.Empty(SpawnDescriptors().Except(fdsBefore));
-        Assert.Empty(Host.Children());
+        Assert.Empty(Host.Descendants());
     }
 
     [Fact]

@@ -87,7 +87,7 @@ public sealed class UnprivilegedTests
             File.WriteAllText(Path.Combine(dir, "subuid"), "65534:300000:65536\n");
             File.WriteAllText(Path.Combine(dir, "subgid"), "65534:300000:65536\n");
             string script = $"mount --bind {dir}/subuid /etc/subuid && mount --bind {dir}/subgid /etc/subgid && " +
-                $"exec setpriv --reuid=65534 --regid=65534 --clear-groups -- {TestHostRunner.Executable} spawn " +
+                $"exec setpriv --reuid=65534 --regid=65534 --clear-groups -- {TestHostRunner.ExecutableForAnyUser} spawn " +
                 "--ns user --map-users 0:65534:1 --map-users 1:300000:65536 --map-groups 0:65534:1 --map-groups 1:300000:65536 -- /bin/sh -c 'cat /proc/self/uid_map /proc/self/gid_map'";
             var info = new ProcessStartInfo("unshare", ["--mount", "--propagation", "private", "sh", "-c", script]) { RedirectStandardOutput = true, RedirectStandardError = true };
             info.Environment["HOME"] = "/tmp";
