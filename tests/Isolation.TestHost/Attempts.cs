@@ -202,31 +202,38 @@ internal static unsafe partial class Attempts
         return bind ? Attempts.bind(fd, sin, 16) : connect(fd, sin, 16);
     }
 
+    /// <summary>
+    /// clone(CLONE_NEWUSER) whose child runs only libc's _exit, on a stack of its own, while we wait
+    /// (CLONE_VM | CLONE_VFORK): a fork-style clone would return into managed code in a copy of a
+    /// multi-threaded runtime, which crashes now and then. Returns the pid, or -1 with the errno set.
+    /// </summary>
     private static long CloneNewUserRc()
     {
-        long pid = Syscall(X64 ? 56 : 220, 0x10000000 | 17, 0, 0, 0, 0);
-        if (pid == 0)
-            Syscall(X64 ? 231 : 94, 0, 0, 0, 0);
-        if (pid > 0)
+        const int CLONE_VM = 0x100, CLONE_VFORK = 0x4000, CLONE_NEWUSER = 0x10000000, SIGCHLD = 17;
+        nint exit = NativeLibrary.GetExport(NativeLibrary.Load("libc.so.6"), "_exit");
+        const int StackSize = 64 * 1024;
+        byte* stack = (byte*)NativeMemory.AlignedAlloc(StackSize, 16);
+        try
         {
-            int status;
-            waitpid((int)pid, &status, 0);
+            int pid = clone((delegate* unmanaged<nint, int>)exit, stack + StackSize, CLONE_NEWUSER | CLONE_VM | CLONE_VFORK | SIGCHLD, 0);
+            if (pid > 0)
+            {
+                int status;
+                waitpid(pid, &status, 0);
+            }
+            return pid;
         }
-        return pid;
+        finally
+        {
+            NativeMemory.AlignedFree(stack);
+        }
     }
 
     private static (bool, string) CloneNewUser()
     {
-        // clone(CLONE_NEWUSER | SIGCHLD) with a NULL stack behaves like fork; the child exits at once.
-        long pid = Syscall(X64 ? 56 : 220, 0x10000000 | 17, 0, 0, 0, 0);
-        if (pid == 0)
-        {
-            Syscall(X64 ? 231 : 94, 0, 0, 0, 0); // exit_group in the child
-        }
+        long pid = CloneNewUserRc();
         if (pid < 0)
             return Blocked("clone(CLONE_NEWUSER)");
-        int status;
-        waitpid((int)pid, &status, 0);
         return (true, $"clone(CLONE_NEWUSER) created pid {pid}");
     }
 
@@ -335,6 +342,7 @@ internal static unsafe partial class Attempts
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)] private static partial int open(string path, int flags);
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)] private static partial int openat(int dirfd, string path, int flags);
     [LibraryImport("libc", SetLastError = true)] private static partial int close(int fd);
+    [LibraryImport("libc", SetLastError = true)] private static partial int clone(delegate* unmanaged<nint, int> fn, void* stack, int flags, nint arg);
     [LibraryImport("libc", SetLastError = true)] private static partial nint write(int fd, byte* buffer, nuint count);
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)] private static partial int chroot(string path);
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)] private static partial int chdir(string path);

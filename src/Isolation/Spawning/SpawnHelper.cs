@@ -90,6 +90,13 @@ internal sealed unsafe class SpawnHelper
     /// <summary>Tests: makes later spawns use <paramref name="helper"/>.</summary>
     internal static void UseForTests(SpawnHelper helper) => Volatile.Write(ref s_current, helper);
 
+    /// <summary>Tests: closes the channel; the helper kills its sandboxes and exits, as when the host dies.</summary>
+    internal void Close()
+    {
+        _gone = true;
+        close(_channel);
+    }
+
     /// <summary>Marks the helper gone after its channel failed; the next <see cref="Current"/> starts a new one.</summary>
     public void MarkGone() => _gone = true;
 

@@ -1,0 +1,131 @@
+using System.Diagnostics;
+using Isolation.Spawning;
+using Isolation.Tests.Infrastructure;
+
+namespace Isolation.Tests.Integration;
+
+/// <summary>The spawn helper: sandboxes are its children, it starts however the package was unpacked, and its death is reported.</summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class SpawnHelperTests
+{
+    private static readonly NamespaceBuilder UserAndPid = new NamespaceBuilder().WithNamespaces(Namespaces.User | Namespaces.Pid).MapCurrentUserToRoot();
+
+    [Fact]
+    public async Task A_sandbox_is_a_child_of_the_spawn_helper_not_of_the_host()
+    {
+        await using IsolatedProcess p = new NamespaceBuilder().Build().Start("/bin/sleep", "30");
+
+        int parent = ParentOf(p.Id);
+
+        Assert.NotEqual(Environment.ProcessId, parent);
+        Assert.Equal("isolation-helpe", File.ReadAllText($"/proc/{parent}/comm").Trim()); // comm keeps 15 bytes
+        Assert.Equal(Environment.ProcessId, ParentOf(parent));
+    }
+
+    [Fact]
+    public async Task A_helper_whose_file_lost_its_execute_bit_still_starts_sandboxes()
+    {
+        string dir = Directory.CreateTempSubdirectory("isolation-helper-").FullName;
+        try
+        {
+            string copy = Path.Combine(dir, SpawnHelper.Name);
+            File.Copy(SpawnHelper.ExecutablePath, copy);
+            File.SetUnixFileMode(copy, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+            SpawnHelper helper = SpawnHelper.Start(copy);
+            try
+            {
+                IsolationSpec spec = UserAndPid.Build();
+                await using IsolatedProcess p = spec.StartWith(helper, "/bin/sh", ["-c", "exit 3"]);
+                ExitStatus status = await p.WaitForExitAsync();
+
+                Assert.Equal(3, status.ExitCode);
+                Assert.NotEqual(SpawnHelper.Current.ProcessId, helper.ProcessId);
+            }
+            finally
+            {
+                helper.Close();
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void The_helper_starts_where_vm_memfd_noexec_forbids_executable_memfds(bool executeBit)
+    {
+        Host.RequireRoot();
+        Assert.SkipUnless(File.Exists("/proc/sys/vm/memfd_noexec"), "the kernel has no vm.memfd_noexec (Linux 6.3+)");
+        string dir = Directory.CreateTempSubdirectory("isolation-helper-").FullName;
+        try
+        {
+            string copy = Path.Combine(dir, SpawnHelper.Name);
+            File.Copy(SpawnHelper.ExecutablePath, copy);
+            if (!executeBit)
+                File.SetUnixFileMode(copy, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+
+            // vm.memfd_noexec is per PID namespace (and can only be raised there): 2 refuses executable memfds.
+            var info = new ProcessStartInfo("unshare") { RedirectStandardOutput = true, RedirectStandardError = true };
+            foreach (string a in (string[])["--pid", "--fork", "--mount-proc", "--", "/bin/sh", "-c",
+                "echo 2 > /proc/sys/vm/memfd_noexec && exec \"$0\" spawn --ns user,pid --map-root -- /bin/sh -c 'cat /proc/sys/vm/memfd_noexec; exit 5'",
+                TestHostRunner.Executable])
+                info.ArgumentList.Add(a);
+            info.Environment[SpawnHelper.PathVariable] = copy;
+
+            var outcome = TestHostRunner.RunSpawnDriver(info);
+
+            Assert.Null(outcome.Error?.Message);
+            Assert.Equal(5, outcome.ExitCode);
+            Assert.Equal("2\n", outcome.Stdout);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private static int ParentOf(int pid)
+    {
+        string stat = File.ReadAllText($"/proc/{pid}/stat");
+        return int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[1]);
+    }
+}
+
+/// <summary>A helper that dies takes its sandboxes along and says so; these run alone: they kill the shared helper.</summary>
+[Collection(LeakChecks.Name)]
+public sealed class SpawnHelperDeathTests
+{
+    [Fact]
+    public async Task When_the_helper_is_killed_its_sandboxes_die_the_waits_fail_clearly_and_the_next_start_gets_a_new_helper()
+    {
+        IsolationSpec spec = new NamespaceBuilder().WithNamespaces(Namespaces.User | Namespaces.Pid).MapCurrentUserToRoot().Build();
+        await using IsolatedProcess sleeper = spec.Start("/bin/sleep", "300");
+        int helper = SpawnHelper.Current.ProcessId;
+
+        Assert.Equal(0, kill(helper, 9));
+        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => sleeper.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(20), TestContext.Current.CancellationToken));
+
+        Assert.Contains("spawn helper", e.Message);
+        Assert.True(await GoneAsync(sleeper.Id), $"pid {sleeper.Id} outlived its helper");
+        await using IsolatedProcess next = spec.Start("/bin/true");
+        Assert.Equal(0, (await next.WaitForExitAsync()).ExitCode);
+        Assert.NotEqual(helper, SpawnHelper.Current.ProcessId);
+    }
+
+    private static async Task<bool> GoneAsync(int pid)
+    {
+        for (int i = 0; i < 100; i++)
+        {
+            string stat = File.Exists($"/proc/{pid}/stat") ? File.ReadAllText($"/proc/{pid}/stat") : "";
+            if (stat.Length == 0 || stat[(stat.LastIndexOf(')') + 2)..].StartsWith('Z'))
+                return true;
+            await Task.Delay(50);
+        }
+        return false;
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc")] private static extern int kill(int pid, int signal);
+}
