@@ -106,11 +106,11 @@ static int spawn_clean(const char *file, char *const argv[], int helper_end, pid
 
 /*
  * Host: starts the spawn helper at path and returns the host's end of its channel (close-on-exec, at 3 or
- * above) and its pid. The executable runs directly; if its file cannot be executed (the execute bit got lost,
+ * above), its pid and a pidfd of it (to reap it once it is gone). The executable runs directly; if its file cannot be executed (the execute bit got lost,
  * or a noexec mount), through its ELF interpreter, which only needs to read it; if that fails too, from a
  * memfd copy (refused where vm.memfd_noexec forbids executable memfds). Returns 0 or the first -errno.
  */
-EXPORT int IsolationNative_StartHelper(const char *path, int *channel, int *pid)
+EXPORT int IsolationNative_StartHelper(const char *path, int *channel, int *pid, int *pidfd)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
@@ -155,7 +155,24 @@ EXPORT int IsolationNative_StartHelper(const char *path, int *channel, int *pid)
     }
     *channel = sv[0];
     *pid = child;
+    /* Ours to reap once it has gone (IsolationNative_ReapHelper): a dead helper must not stay a zombie. */
+    *pidfd = above_stdio((int)syscall(SYS_pidfd_open, child, 0));
     return 0;
+}
+
+/* Host: reaps the helper behind pidfd once it is gone (it exits at EOF on its channel), and closes pidfd.
+ * ECHILD (a runtime that reaps every child, as PID 1 does, got there first) is fine. */
+EXPORT int IsolationNative_ReapHelper(int pidfd)
+{
+    if (pidfd < 0)
+        return 0;
+    siginfo_t info;
+    long rc;
+    while ((rc = syscall(SYS_waitid, 3 /* P_PIDFD */, pidfd, &info, WEXITED, NULL)) < 0 && errno == EINTR)
+        ;
+    int err = rc < 0 ? -errno : 0;
+    close(pidfd);
+    return err == -ECHILD ? 0 : err;
 }
 
 /* Sends one message with descriptors on a SOCK_SEQPACKET socket. */

@@ -28,14 +28,16 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
     private readonly Timer? _timeoutTimer;
     private readonly TimeSpan? _timeout;
     private readonly SandboxHandle _handle; // pidfd + status socket; the exit watcher holds a reference until the exit record
+    private readonly SpawnHelper _helper;   // its parent
     private int _reapClaimed;
     private volatile bool _killRequested;
     private volatile bool _timedOut;
     private int _disposed;
 
-    internal IsolatedProcess(int pid, SandboxHandle handle, (Stream? Input, Stream? Output, Stream? Error) streams, TimeSpan? timeout, ILogger logger, ICgroup cgroup, string? cgroupError)
+    internal IsolatedProcess(int pid, SandboxHandle handle, SpawnHelper helper, (Stream? Input, Stream? Output, Stream? Error) streams, TimeSpan? timeout, ILogger logger, ICgroup cgroup, string? cgroupError)
     {
         Id = pid;
+        _helper = helper;
         _cgroup = cgroup;
         CgroupError = cgroupError;
         _handle = handle;
@@ -250,6 +252,7 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
         }
         if (rc == 0)
         {
+            _helper.MarkGone();
             SetExited(default, new InvalidOperationException(
                 $"The spawn helper exited before pid {Id} did, so its exit status is lost; the sandbox was killed with it (its parent-death signal). " +
                 "This happens when something kills the helper (isolation-helper); a new one serves later starts."));

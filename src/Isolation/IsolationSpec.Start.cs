@@ -178,7 +178,7 @@ public sealed unsafe partial class IsolationSpec
                         Log.Execed(_logger, reply.pid, program);
                         var handle = new SandboxHandle(fd, statusFd);
                         statusFd = -1;
-                        return new IsolatedProcess(reply.pid, handle, stdio.TakeStreams(), _state.Timeout, _logger, cgroup, cgroupError);
+                        return new IsolatedProcess(reply.pid, handle, helper, stdio.TakeStreams(), _state.Timeout, _logger, cgroup, cgroupError);
                     case ISO_REPLY_FAILED:
                         throw SpawnFailed(reply, program);
                     default:

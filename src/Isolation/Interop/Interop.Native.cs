@@ -195,7 +195,11 @@ internal static unsafe partial class Interop
 
     /// <returns>0 with the host's end of the helper's channel (close-on-exec, at 3 or above) and the helper's pid; -errno when it could not be started in any of the three ways (directly, through its ELF interpreter, from a memfd): the first failure.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_StartHelper")]
-    internal static partial int IsolationNative_StartHelper(byte* path, int* channel, int* pid);
+    internal static partial int IsolationNative_StartHelper(byte* path, int* channel, int* pid, int* pidfd);
+
+    /// <returns>0 once the helper behind <paramref name="pidfd"/> has been reaped (or someone else reaped it); -errno otherwise. Closes <paramref name="pidfd"/>.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_ReapHelper")]
+    internal static partial int IsolationNative_ReapHelper(int pidfd);
 
     /// <returns>0 when the spec part of <paramref name="template"/> was packed and sent as <paramref name="specId"/>; -errno (EPIPE, ECONNRESET: the helper is gone).</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_DefineSpec")]

@@ -28,13 +28,15 @@ internal sealed unsafe class SpawnHelper
     private static int s_nextSpecId;
 
     private readonly int _channel;
+    private int _pidfd;
     private readonly uint _euid;
     private readonly uint _egid;
     private volatile bool _gone;
 
-    private SpawnHelper(int channel, int pid)
+    private SpawnHelper(int channel, int pid, int pidfd)
     {
         _channel = channel;
+        _pidfd = pidfd;
         ProcessId = pid;
         _euid = geteuid();
         _egid = getegid();
@@ -77,14 +79,14 @@ internal sealed unsafe class SpawnHelper
     internal static SpawnHelper Start(string path)
     {
         byte[] bytes = Encoding.UTF8.GetBytes(path + "\0");
-        int channel, pid, rc;
+        int channel, pid, pidfd, rc;
         fixed (byte* p = bytes)
-            rc = IsolationNative_StartHelper(p, &channel, &pid);
+            rc = IsolationNative_StartHelper(p, &channel, &pid, &pidfd);
         if (rc < 0)
             throw new SandboxSetupException(SetupStep.StartHelper, $"start the spawn helper {path}", -rc, path,
                 -rc == ENOENT ? "the helper ships beside libIsolationNative.so (runtimes/<rid>/native/); reinstall the package or rebuild"
                 : "it was tried directly, through its ELF interpreter and from a memfd; check that the file is readable and that the kernel allows executing it (noexec mounts, vm.memfd_noexec)");
-        return new SpawnHelper(channel, pid);
+        return new SpawnHelper(channel, pid, pidfd);
     }
 
     /// <summary>Tests: makes later spawns use <paramref name="helper"/>.</summary>
@@ -93,12 +95,21 @@ internal sealed unsafe class SpawnHelper
     /// <summary>Tests: closes the channel; the helper kills its sandboxes and exits, as when the host dies.</summary>
     internal void Close()
     {
-        _gone = true;
         close(_channel);
+        MarkGone();
     }
 
-    /// <summary>Marks the helper gone after its channel failed; the next <see cref="Current"/> starts a new one.</summary>
-    public void MarkGone() => _gone = true;
+    /// <summary>
+    /// Marks the helper gone after its channel or a status socket reached EOF (it exited, or is exiting), and
+    /// reaps it; the next <see cref="Current"/> starts a new one.
+    /// </summary>
+    public void MarkGone()
+    {
+        _gone = true;
+        int pidfd = Interlocked.Exchange(ref _pidfd, -1);
+        if (pidfd >= 0)
+            IsolationNative_ReapHelper(pidfd);
+    }
 
     /// <summary>A new spec id, unique in this process.</summary>
     public static uint NewSpecId() => (uint)Interlocked.Increment(ref s_nextSpecId);

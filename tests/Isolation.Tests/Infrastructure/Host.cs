@@ -37,6 +37,26 @@ public static class Host
     /// </summary>
     public static int[] Descendants() => Descendants(Environment.ProcessId);
 
+    /// <summary>
+    /// What a start left behind: live descendants of this process other than the library's spawn helpers (they
+    /// live as long as the process, by design), their own children included.
+    /// </summary>
+    public static int[] Leftovers() =>
+        [.. Descendants().Where(pid => !IsSpawnHelper(pid))];
+
+    /// <summary>Whether <paramref name="pid"/> is a spawn helper (comm keeps 15 bytes of "isolation-helper").</summary>
+    public static bool IsSpawnHelper(int pid)
+    {
+        try
+        {
+            return File.ReadAllText($"/proc/{pid}/comm").Trim() == "isolation-helpe";
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>Live descendants of <paramref name="pid"/>, breadth first, from /proc/PID/task/*/children (any thread's children).</summary>
     public static int[] Descendants(int pid)
     {

@@ -12,7 +12,7 @@ public sealed class MountFailureTests : IDisposable
     private readonly BusyboxRoot _root = new();
     private readonly List<string> _temps = [];
     private readonly string[] _hostMountsBefore = HostMounts();
-    private readonly int[] _descendantsBefore = Host.Descendants();
+    private readonly int[] _descendantsBefore = Host.Leftovers();
 
     public void Dispose()
     {
@@ -20,7 +20,7 @@ public sealed class MountFailureTests : IDisposable
         foreach (string t in _temps)
             BusyboxRoot.DeleteTree(t);
         Assert.Equal(_hostMountsBefore, HostMounts());
-        Assert.Equal(_descendantsBefore, Host.Descendants());
+        Assert.Equal(_descendantsBefore, Host.Leftovers());
     }
 
     private string Temp()

@@ -24,7 +24,7 @@ public sealed class SetupFailureTests
         // No descriptor of the kinds a start opens (pidfds, pipes, memfds) may be left that was not there before.
         // Others may close meanwhile: an earlier test's pidfd is closed by the exit watcher thread.
         Assert.Empty(SpawnDescriptors().Except(fdsBefore));
-        Assert.Empty(Host.Descendants());
+        Assert.Empty(Host.Leftovers());
         Assert.Equal(mountsBefore, File.ReadAllText("/proc/self/mountinfo"));
         return e;
     }
@@ -113,7 +113,7 @@ public sealed class SetupFailureTests
         while (SpawnDescriptors().Except(fdsBefore).Any() && clock.Elapsed < TimeSpan.FromSeconds(5))
             Thread.Sleep(10);
         Assert.Empty(SpawnDescriptors().Except(fdsBefore));
-        Assert.Empty(Host.Descendants());
+        Assert.Empty(Host.Leftovers());
     }
 
     [Fact]
