@@ -77,6 +77,8 @@ struct iso_op {
                                            (newuidmap, v1 cgroups, rlimits): stop at ISO_REPLY_CLONED for it */
 #define ISO_SPAWN_SET_GROUPS     0x40u  /* call setgroups(ngroups, groups) (needs setgroups "allow") */
 #define ISO_SPAWN_CWD_FALLBACK   0x80u  /* cwd missing: chdir to $HOME of envp, else to "/" (bubblewrap's rule) */
+#define ISO_SPAWN_FORK           0x100u /* the child changes its credentials: give it a private copy of the helper's
+                                           memory instead of CLONE_VM (helper.c, do_spawn) */
 
 /* The request: the spec's part is built once per spec by managed code and packed for the spawn helper
  * (iso_pack_spec); the helper fills the per-spawn part (path, argv, descriptors) into its copy. The child is

@@ -107,7 +107,8 @@ public sealed unsafe partial class IsolationSpec
                 | (state.NewSession ? ISO_SPAWN_NEW_SESSION : 0)
                 | (state.Uid is not null ? ISO_SPAWN_SET_IDS : 0)
                 | (state.SetGroups ? ISO_SPAWN_SET_GROUPS : 0)
-                | (state.WorkingDirectoryFallback ? ISO_SPAWN_CWD_FALLBACK : 0),
+                | (state.WorkingDirectoryFallback ? ISO_SPAWN_CWD_FALLBACK : 0)
+                | (ChangesCredentials(state, _security) ? ISO_SPAWN_FORK : 0),
             clone_flags = (ulong)(state.Namespaces & ~(Namespaces.Time | Namespaces.Cgroup)),
             unshare_flags = (state.Namespaces.HasFlag(Namespaces.Time) ? CLONE_NEWTIME : 0)
                 | (state.Namespaces.HasFlag(Namespaces.Cgroup) ? (ulong)CLONE_NEWCGROUP : 0),
@@ -137,6 +138,16 @@ public sealed unsafe partial class IsolationSpec
             _idMaps.ValidateHost();
         }
     }
+
+    /// <summary>
+    /// Whether the child switches identity or user namespace during setup. Such a child gets a private copy of
+    /// the spawn helper's memory instead of sharing it (CLONE_VM): the kernel resets the dumpable flag of the
+    /// memory a credential change happens on (commit_creds), which would change it for the helper and for
+    /// every other child in setup.
+    /// </summary>
+    private static bool ChangesCredentials(BuilderState state, CompiledSecurity? security) =>
+        state.Uid is not null || state.Gid is not null
+        || (security is not null && (security.Native->flags & (ISO_SEC_EARLY_ROOT | ISO_SEC_DISABLE_USERNS | ISO_SEC_KEEP_CAPS)) != 0);
 
     /// <summary>The namespaces each sandbox gets.</summary>
     public Namespaces Namespaces => _state.Namespaces;

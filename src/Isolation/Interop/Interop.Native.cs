@@ -16,6 +16,7 @@ internal static unsafe partial class Interop
     internal const uint ISO_SPAWN_HOST_STEP = 0x20;
     internal const uint ISO_SPAWN_SET_GROUPS = 0x40;
     internal const uint ISO_SPAWN_CWD_FALLBACK = 0x80;
+    internal const uint ISO_SPAWN_FORK = 0x100;
 
     internal const ulong CLONE_NEWTIME = 0x80;
 
