@@ -49,6 +49,9 @@ public class ToolBenchmarks : CallerBenchmark
     [Benchmark(Description = "Isolation")]
     public void Isolation() => Sandboxes.RunToExit(_spec, ProgramPath);
 
+    [Benchmark(Description = "Isolation, await WaitForExitAsync")]
+    public Task IsolationAsync() => Sandboxes.RunToExitAsync(_spec, ProgramPath);
+
     [Benchmark(Description = "unshare")]
     public void Unshare() => _unshare.Run();
 

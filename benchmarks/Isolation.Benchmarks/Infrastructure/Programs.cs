@@ -23,6 +23,9 @@ internal static class Programs
     /// <summary>native/noop.c: exit(0) with no libc and no loader; with an argument it sleeps until killed.</summary>
     public static string Noop => Find("noop");
 
+    /// <summary>The C floor as a stand-alone program (native/floor.c, FLOOR_MAIN).</summary>
+    public static string Floor => Find("floor");
+
     public static string Unshare => Tool("unshare", "/usr/bin/unshare", "util-linux");
 
     public static string Bwrap => Tool("bwrap", "/usr/bin/bwrap", "bubblewrap");

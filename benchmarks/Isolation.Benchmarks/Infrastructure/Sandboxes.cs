@@ -71,6 +71,15 @@ internal static class Sandboxes
             throw new InvalidOperationException($"{program} in the sandbox ended with {status}");
     }
 
+    /// <summary>The same, the way the README shows it: <c>await WaitForExitAsync()</c> and <c>await using</c>.</summary>
+    public static async Task RunToExitAsync(IsolationSpec spec, string program)
+    {
+        await using IsolatedProcess process = spec.Start(program);
+        ExitStatus status = await process.WaitForExitAsync().ConfigureAwait(false);
+        if (status.Reason != TerminationReason.Exited || status.ExitCode != 0)
+            throw new InvalidOperationException($"{program} in the sandbox ended with {status}");
+    }
+
     /// <summary>Process.Start of <paramref name="program"/>, to exit.</summary>
     public static void ProcessStartToExit(string program)
     {

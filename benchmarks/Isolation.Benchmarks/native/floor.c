@@ -295,23 +295,39 @@ static char s_stack[64 * 1024] __attribute__((aligned(16)));
 /* floor [-n N] [-f CLONE_FLAGS_HEX] [-u] [-p] [-l] PROGRAM [ARGS...]: N spawns, prints the median. */
 int main(int argc, char **argv)
 {
-    int n = 1000, flags = 0, opt;
+    int n = 1000, flags = 0, opt, serve = 0;
     uint64_t clone_flags = 0;
-    while ((opt = getopt(argc, argv, "+n:f:upl")) != -1) {
+    while ((opt = getopt(argc, argv, "+n:f:upls")) != -1) {
         switch (opt) {
+        case 's': serve = 1; break;
         case 'n': n = atoi(optarg); break;
         case 'f': clone_flags = strtoull(optarg, NULL, 16); break;
         case 'u': flags |= FLOOR_MAP_ROOT; break;
         case 'p': flags |= FLOOR_MOUNT_PROC; break;
         case 'l': flags |= FLOOR_LOOPBACK; break;
         default:
-            fprintf(stderr, "usage: floor [-n N] [-f CLONE_FLAGS_HEX] [-u] [-p] [-l] PROGRAM [ARGS...]\n");
+            fprintf(stderr, "usage: floor [-n N | -s] [-f CLONE_FLAGS_HEX] [-u] [-p] [-l] PROGRAM [ARGS...]\n");
             return 2;
         }
     }
     if (optind >= argc || n < 1) {
-        fprintf(stderr, "usage: floor [-n N] [-f CLONE_FLAGS_HEX] [-u] [-p] [-l] PROGRAM [ARGS...]\n");
+        fprintf(stderr, "usage: floor [-n N | -s] [-f CLONE_FLAGS_HEX] [-u] [-p] [-l] PROGRAM [ARGS...]\n");
         return 2;
+    }
+    if (serve) {
+        /* -s: the floor as its own small process, for interleaved comparisons: one spawn per byte read on stdin,
+         * its start-to-exit time (int64 ns, measured here) written to stdout; -1 on failure. */
+        char byte;
+        while (read(0, &byte, 1) == 1) {
+            struct timespec a, b;
+            clock_gettime(CLOCK_MONOTONIC, &a);
+            int rc = BenchFloor_Spawn(argv[optind], &argv[optind], NULL, clone_flags, flags, s_stack, sizeof s_stack);
+            clock_gettime(CLOCK_MONOTONIC, &b);
+            int64_t elapsed = rc != 0 ? -1 : (b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec);
+            if (write(1, &elapsed, sizeof elapsed) != (ssize_t)sizeof elapsed)
+                return 1;
+        }
+        return 0;
     }
     long *ns = calloc((size_t)n, sizeof *ns);
     for (int i = 0; i < n; i++) {
