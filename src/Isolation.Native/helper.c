@@ -620,7 +620,7 @@ static void on_channel(int channel)
             close(fds[i]);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     /* A clean slate whatever the host had (DESIGN.md §2): default dispositions (an ignored SIGCHLD would
      * reap our children behind our back), nothing blocked, SIGPIPE ignored for our own writes. */
@@ -637,6 +637,24 @@ int main(void)
     /* Dumpable, like the host: our children are born with our flag, and until sync 1 a child's /proc files
      * must belong to our uid so that we (or newuidmap, for the host) can write its id maps. A process that
      * could ptrace us could ptrace the host as well. */
+
+    /* isolation-helper [PERMITTED_CAPS_HEX]: keep no capability the host's thread did not have (exec as root
+     * would grant the full set again). Only ever lowers. */
+    if (argc > 1) {
+        unsigned long long keep = strtoull(argv[1], NULL, 16);
+        struct { uint32_t version; int pid; } header = { 0x20080522 /* _LINUX_CAPABILITY_VERSION_3 */, 0 };
+        struct { uint32_t effective, permitted, inheritable; } data[2];
+        if (syscall(SYS_capget, &header, data) == 0) {
+            for (int i = 0; i < 2; i++) {
+                uint32_t mask = (uint32_t)(keep >> (32 * i));
+                data[i].permitted &= mask;
+                data[i].effective &= mask;
+                data[i].inheritable &= mask;
+            }
+            if (syscall(SYS_capset, &header, data) != 0)
+                return 5;
+        }
+    }
 
     int channel = ISO_HELPER_CHANNEL_FD;
     int type = 0;

@@ -332,6 +332,7 @@ extern "C" {
 int IsolationNative_AbiVersion(void);
 int IsolationNative_StartHelper(const char *path, int *channel, int *pid, int *pidfd);
 int IsolationNative_ReapHelper(int pidfd);
+int IsolationNative_Identity(uint64_t out[6]);
 int IsolationNative_DefineSpec(int channel, uint32_t spec_id, const struct iso_spawn_request *tmpl,
                                const char *setgroups, const char *uid_map, const char *gid_map);
 int IsolationNative_ForgetSpec(int channel, uint32_t spec_id);

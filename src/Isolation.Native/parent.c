@@ -128,11 +128,18 @@ EXPORT int IsolationNative_StartHelper(const char *path, int *channel, int *pid,
         return -err;
     }
     pid_t child = -1;
-    char *direct[] = { "isolation-helper", NULL };
+    /* The helper keeps no capability this thread lacks: exec as root would hand it the full set again. */
+    char caps[32];
+    struct { uint32_t version; int pid; } header = { 0x20080522 /* _LINUX_CAPABILITY_VERSION_3 */, 0 };
+    struct { uint32_t effective, permitted, inheritable; } data[2];
+    memset(data, 0, sizeof data);
+    syscall(SYS_capget, &header, data);
+    snprintf(caps, sizeof caps, "%llx", (unsigned long long)data[1].permitted << 32 | data[0].permitted);
+    char *direct[] = { "isolation-helper", caps, NULL };
     int rc = spawn_clean(path, direct, helper_end, &child);
     if (rc == -EACCES || rc == -EPERM || rc == -ENOEXEC) {
         char interp[256];
-        char *loader[] = { interp, (char *)path, NULL };
+        char *loader[] = { interp, (char *)path, caps, NULL };
         int first = rc;
         if (elf_interpreter(path, interp, sizeof interp) == 0)
             rc = spawn_clean(interp, loader, helper_end, &child);
@@ -428,6 +435,29 @@ fail:;
     close(src);
     close(mfd);
     return -err;
+}
+
+/*
+ * Host: what a spawn helper acts with, read from the calling thread (setns and capability changes are per
+ * thread): euid, egid, permitted capabilities and the user, mount and PID namespaces. A helper started
+ * under another identity must not act for this one (DESIGN.md §2, identity drift).
+ */
+EXPORT int IsolationNative_Identity(uint64_t out[6])
+{
+    struct { uint32_t version; int pid; } header = { 0x20080522 /* _LINUX_CAPABILITY_VERSION_3 */, 0 };
+    struct { uint32_t effective, permitted, inheritable; } data[2];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capget, &header, data) != 0)
+        return -errno;
+    out[0] = geteuid();
+    out[1] = getegid();
+    out[2] = (uint64_t)data[1].permitted << 32 | data[0].permitted;
+    static const char *const ns[3] = { "/proc/thread-self/ns/user", "/proc/thread-self/ns/mnt", "/proc/thread-self/ns/pid" };
+    for (int i = 0; i < 3; i++) {
+        struct stat st;
+        out[3 + i] = stat(ns[i], &st) == 0 ? (uint64_t)st.st_ino : 0;
+    }
+    return 0;
 }
 
 /* Host: the Landlock ABI (landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)), or -errno

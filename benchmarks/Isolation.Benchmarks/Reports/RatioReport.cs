@@ -76,7 +76,45 @@ internal static class RatioReport
             GC.KeepAlive(ballast);
         }
         Phases(rounds, target, floorNoop, flags, floorFlags, noop);
+        Concurrency(target, noop, 50, rounds >= 200 ? 10 : 2);
         Console.WriteLine();
+    }
+
+    /// <summary>
+    /// 50 starts at once take about what 50 sequential ones take divided by the cores: no start waits for
+    /// another's setup (the spawn helper is event-driven, each start waits on a socket of its own).
+    /// </summary>
+    private static void Concurrency(IsolationSpec spec, string noop, int n, int repeats)
+    {
+        var sequential = new List<double>();
+        var concurrent = new List<double>();
+        for (int r = 0; r < repeats; r++)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            for (int i = 0; i < n; i++)
+                Sandboxes.RunToExit(spec, noop);
+            sequential.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+
+            using var go = new ManualResetEventSlim();
+            var threads = Enumerable.Range(0, n).Select(_ => new Thread(() => { go.Wait(); Sandboxes.RunToExit(spec, noop); })).ToArray();
+            foreach (Thread t in threads)
+                t.Start();
+            long t1 = Stopwatch.GetTimestamp();
+            go.Set();
+            foreach (Thread t in threads)
+                t.Join();
+            concurrent.Add(Stopwatch.GetElapsedTime(t1).TotalMilliseconds);
+        }
+        double seq = Percentile(sequential, 0.5), par = Percentile(concurrent, 0.5);
+        int cores = Environment.ProcessorCount;
+        Console.WriteLine();
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Concurrency: {n} user+pid+mount+proc starts to exit, {repeats} repeats, medians, {cores} cores"));
+        Console.WriteLine();
+        Console.WriteLine("| Run | time |");
+        Console.WriteLine("|---|---:|");
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {n} one after another | {seq:F1} ms |"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {n} at once ({n} threads) | {par:F1} ms |"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| at once / (one after another / {cores} cores) | {par / (seq / cores):F2} |"));
     }
 
     /// <summary>A contender timed here, start to exit, in µs.</summary>

@@ -198,6 +198,10 @@ internal static unsafe partial class Interop
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_StartHelper")]
     internal static partial int IsolationNative_StartHelper(byte* path, int* channel, int* pid, int* pidfd);
 
+    /// <returns>0 with the calling thread's euid, egid, permitted capabilities and user, mount and PID namespace inodes in <paramref name="identity"/>[0..5]; -errno otherwise.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_Identity")]
+    internal static partial int IsolationNative_Identity(ulong* identity);
+
     /// <returns>0 once the helper behind <paramref name="pidfd"/> has been reaped (or someone else reaped it); -errno otherwise. Closes <paramref name="pidfd"/>.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_ReapHelper")]
     internal static partial int IsolationNative_ReapHelper(int pidfd);

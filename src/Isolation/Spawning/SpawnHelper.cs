@@ -29,8 +29,7 @@ internal sealed unsafe class SpawnHelper
 
     private readonly int _channel;
     private int _pidfd;
-    private readonly uint _euid;
-    private readonly uint _egid;
+    private readonly Identity _identity;
     private volatile bool _gone;
 
     private SpawnHelper(int channel, int pid, int pidfd)
@@ -38,8 +37,7 @@ internal sealed unsafe class SpawnHelper
         _channel = channel;
         _pidfd = pidfd;
         ProcessId = pid;
-        _euid = geteuid();
-        _egid = getegid();
+        _identity = Identity.OfThisThread();
     }
 
     /// <summary>The helper's process id.</summary>
@@ -49,21 +47,23 @@ internal sealed unsafe class SpawnHelper
     public int Channel => _channel;
 
     /// <summary>
-    /// The helper to spawn with: the running one, or a new one when there is none yet, it has died, or the host
-    /// now runs with other ids than it had when the helper started (a helper acts with the identity it was
-    /// started with, so it must never act for a host that has since dropped or gained privilege).
+    /// The helper to spawn with: the running one, or a new one when there is none yet, it has died, or the
+    /// calling thread now runs with another uid, gid, capabilities or user, mount or PID namespace than the
+    /// helper was started with (a helper acts with the identity it was started with, so it must never act for
+    /// a host that has since dropped privilege or moved).
     /// </summary>
     public static SpawnHelper Current
     {
         get
         {
+            Identity identity = Identity.OfThisThread();
             SpawnHelper? helper = Volatile.Read(ref s_current);
-            if (helper is not null && !helper._gone && helper._euid == geteuid() && helper._egid == getegid())
+            if (helper is not null && !helper._gone && helper._identity == identity)
                 return helper;
             lock (s_lock)
             {
                 helper = s_current;
-                if (helper is not null && !helper._gone && helper._euid == geteuid() && helper._egid == getegid())
+                if (helper is not null && !helper._gone && helper._identity == identity)
                     return helper;
                 helper = Start(Locate());
                 Volatile.Write(ref s_current, helper);
@@ -116,6 +116,18 @@ internal sealed unsafe class SpawnHelper
 
     /// <summary>Whether an -errno from the channel means the helper is gone.</summary>
     public static bool IsGone(int errno) => errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN;
+
+    /// <summary>What a helper acts with (IsolationNative_Identity).</summary>
+    private readonly record struct Identity(ulong Euid, ulong Egid, ulong Capabilities, ulong UserNs, ulong MountNs, ulong PidNs)
+    {
+        public static Identity OfThisThread()
+        {
+            ulong* v = stackalloc ulong[6];
+            if (IsolationNative_Identity(v) != 0)
+                return new Identity(geteuid(), getegid(), 0, 0, 0, 0);
+            return new Identity(v[0], v[1], v[2], v[3], v[4], v[5]);
+        }
+    }
 
     /// <summary>An environment variable naming the helper executable to use instead of the one beside the shim.</summary>
     public const string PathVariable = "ISOLATION_HELPER_PATH";

@@ -115,6 +115,54 @@ public sealed class SpawnHelperDeathTests
         Assert.NotEqual(helper, SpawnHelper.Current.ProcessId);
     }
 
+    [Fact]
+    public void A_thread_that_dropped_a_capability_gets_a_helper_without_it()
+    {
+        Host.RequireRoot();
+        int before = SpawnHelper.Current.ProcessId;
+        int after = 0;
+        string capabilities = "";
+        Exception? failure = null;
+
+        // Capabilities are per thread: drop CAP_NET_RAW (13) from this one's permitted set, then start from it.
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                Assert.Equal(0, DropPermitted(13));
+                using (IsolatedProcess p = new NamespaceBuilder().Build().Start("/bin/true"))
+                    Assert.Equal(0, p.WaitForExit().ExitCode); // the helper has served a start: it is past its own setup
+                after = SpawnHelper.Current.ProcessId;
+                capabilities = File.ReadLines($"/proc/{after}/status").First(l => l.StartsWith("CapPrm:", StringComparison.Ordinal));
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        });
+        thread.Start();
+        thread.Join();
+
+        Assert.Null(failure);
+        Assert.NotEqual(before, after);
+        ulong permitted = Convert.ToUInt64(capabilities["CapPrm:".Length..].Trim(), 16);
+        Assert.Equal(0UL, permitted & (1UL << 13));
+        Assert.NotEqual(0UL, permitted & (1UL << 21)); // CAP_SYS_ADMIN kept: only what the thread dropped is gone
+    }
+
+    private static unsafe int DropPermitted(int capability)
+    {
+        uint* header = stackalloc uint[2] { 0x20080522, 0 };
+        uint* data = stackalloc uint[6];
+        if (syscall(125 /* capget */, header, data) != 0)
+            return -1;
+        data[3 * (capability / 32) + 1] &= ~(1u << (capability % 32)); // permitted
+        data[3 * (capability / 32)] &= ~(1u << (capability % 32));     // effective
+        return (int)syscall(126 /* capset */, header, data);
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc")] private static extern unsafe long syscall(long number, uint* header, uint* data);
+
     private static async Task<bool> GoneAsync(int pid)
     {
         for (int i = 0; i < 100; i++)
