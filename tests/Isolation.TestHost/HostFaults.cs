@@ -18,11 +18,12 @@ namespace Isolation.TestHost;
 /// isolation-testhost hold --marker M [--run-as] [--die-with-parent]
 /// isolation-testhost storm --marker M [--threads 16] [--die-with-parent]
 /// isolation-testhost pipe-file --mode alone|concurrent [--timeout-ms 10000]
+/// isolation-testhost subreaper PROGRAM [ARGS...]
 /// </code>
 /// </summary>
 internal static partial class HostFaults
 {
-    private const int PR_GET_DUMPABLE = 3, PR_SET_DUMPABLE = 4, KCMP_VM = 1 /* kcmp(2): KCMP_FILE is 0 */, O_CLOEXEC = 0x80000, F_GETFD = 1, EBADF = 9;
+    private const int PR_GET_DUMPABLE = 3, PR_SET_DUMPABLE = 4, PR_SET_CHILD_SUBREAPER = 36, KCMP_VM = 1 /* kcmp(2): KCMP_FILE is 0 */, O_CLOEXEC = 0x80000, F_GETFD = 1, EBADF = 9;
 
     // Sandboxes never write to the host's stdout: it carries the JSON the test reads.
     private static NamespaceBuilder Quiet(NamespaceBuilder b) =>
@@ -316,6 +317,26 @@ internal static partial class HostFaults
         started.Wait();
         Emit(JsonSerializer.Serialize(new StormReady { HostPid = Environment.ProcessId, Threads = threads }, HostFaultJson.Default.StormReady) + "\n", null);
         Thread.Sleep(Timeout.Infinite);
+        return 0;
+    }
+
+    /// <summary>
+    /// A launcher for <see cref="Hold"/> and <see cref="Storm"/>: becomes a child subreaper (prctl(2)
+    /// PR_SET_CHILD_SUBREAPER), runs PROGRAM with our stdio and waits for ever. Whatever a killed host leaves
+    /// behind is reparented here instead of to init, so the test finds it as a descendant of this process
+    /// however fast it churns and whatever its argv says (a child caught before exec has no marker yet).
+    /// </summary>
+    public static int Subreaper(string[] args)
+    {
+        if (args.Length == 0)
+            throw new ArgumentException("subreaper needs PROGRAM [ARGS...]");
+        if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0)
+            throw new InvalidOperationException($"prctl(PR_SET_CHILD_SUBREAPER) failed: errno {Marshal.GetLastPInvokeError()}");
+        var info = new ProcessStartInfo(args[0]) { UseShellExecute = false };
+        foreach (string a in args[1..])
+            info.ArgumentList.Add(a);
+        using Process program = Process.Start(info)!;
+        Thread.Sleep(Timeout.Infinite); // orphans stay our children (zombies once they exit) until the test ends us
         return 0;
     }
 

@@ -3,7 +3,7 @@ using Isolation.TestHost;
 
 // isolation-testhost report            print what this process sees, as JSON
 // isolation-testhost spawn [opts] -- program args...   run a sandbox with the library, print the outcome as JSON
-// isolation-testhost statuses|dumpable|closed-stdio|hold|storm|pipe-file ...   be a host under a fault (HostFaults.cs)
+// isolation-testhost statuses|dumpable|closed-stdio|hold|storm|pipe-file|subreaper ...   be a host under a fault (HostFaults.cs)
 return args switch
 {
     ["report", ..] => Report.Run(args[1..]),
@@ -16,6 +16,7 @@ return args switch
     ["hold", ..] => HostFaults.Hold(args[1..]),
     ["storm", ..] => HostFaults.Storm(args[1..]),
     ["pipe-file", ..] => HostFaults.PipeFile(args[1..]),
+    ["subreaper", ..] => HostFaults.Subreaper(args[1..]),
     _ => Usage(),
 };
 

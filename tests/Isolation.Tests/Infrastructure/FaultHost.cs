@@ -30,7 +30,7 @@ public sealed class FaultHost : IDisposable
         _process.BeginErrorReadLine();
     }
 
-    /// <summary>The pid of the first process started: the launcher's when there is one, else the host's.</summary>
+    /// <summary>The pid of the first process started: the launcher's when there is one, else the host's (its JSON says which is the host).</summary>
     public int Pid => _process.Id;
 
     /// <summary>What the host wrote to stderr so far (capped), for failure messages.</summary>
@@ -91,13 +91,6 @@ public sealed class FaultHost : IDisposable
         if (!line.Wait(timeout) || line.Result is null)
             throw new Xunit.Sdk.XunitException($"the host printed nothing within {timeout.TotalSeconds} s; stderr: {Stderr}");
         return line.Result;
-    }
-
-    /// <summary>SIGKILL to the host alone (not its tree): the fault under test.</summary>
-    public void KillHostOnly()
-    {
-        _process.Kill(entireProcessTree: false);
-        WaitForHostExit(TimeSpan.FromSeconds(10));
     }
 
     // Process.WaitForExit() would also wait for the end of the redirected streams, which a leftover that

@@ -118,19 +118,19 @@ public sealed class HostFaultTests
     {
         Host.RequireRoot();
         string marker = NewMarker();
-        using FaultHost host = FaultHost.Start([], ["hold", "--marker", marker, .. options]);
+        using FaultHost launcher = FaultHost.Start(Subreaper, ["hold", "--marker", marker, .. options]);
         try
         {
             // Arrange: the sandboxes run, with the marker as their argv[0].
-            HoldOutcome held = JsonSerializer.Deserialize(host.ReadLine(HostTimeout), HostFaultJson.Default.HoldOutcome)!;
+            HoldOutcome held = JsonSerializer.Deserialize(launcher.ReadLine(HostTimeout), HostFaultJson.Default.HoldOutcome)!;
             Assert.Empty(held.Errors);
-            List<ProcessEntry> running = ProcessTable.WithMarker(marker, held.HostPid);
+            List<ProcessEntry> running = ProcessTable.WithMarker(marker, launcher.Pid, held.HostPid);
             foreach (HeldSandbox sandbox in held.Sandboxes)
                 Assert.True(running.Any(p => p.Pid == sandbox.Pid), $"{sandbox.Kind} (pid {sandbox.Pid}) is not running with the marker");
 
             // Act
-            host.KillHostOnly();
-            List<ProcessEntry> survivors = WaitUntilNone(() => ProcessTable.WithMarker(marker, held.HostPid), GraceAfterKill);
+            KillHost(held.HostPid);
+            List<ProcessEntry> survivors = WaitUntilNone(() => Leftovers(marker, launcher.Pid), GraceAfterKill);
 
             // Assert
             Assert.True(survivors.Count == 0, $"{GraceAfterKill.TotalSeconds} s after SIGKILL of the host, still running:\n  "
@@ -138,7 +138,7 @@ public sealed class HostFaultTests
         }
         finally
         {
-            KillAll(ProcessTable.WithMarker(marker, host.Pid));
+            KillAll(Leftovers(marker, launcher.Pid));
         }
     }
 
@@ -159,41 +159,51 @@ public sealed class HostFaultTests
         for (int round = 1; round <= 5; round++)
         {
             string marker = NewMarker();
-            // Every process seen below the host during the storm, by pid and start time: a child caught
-            // between clone and exec has no marker in its argv yet.
-            var seen = new Dictionary<(int, ulong), ProcessEntry>();
-            using FaultHost host = FaultHost.Start([], ["storm", "--marker", marker, "--threads", "16", .. options]);
+            using FaultHost launcher = FaultHost.Start(Subreaper, ["storm", "--marker", marker, "--threads", "16", .. options]);
             try
             {
-                // Arrange: the storm is on; watch the host's tree for a moment.
-                host.ReadLine(HostTimeout);
-                var storm = Stopwatch.StartNew();
+                // Arrange: the storm is on.
+                StormReady storm = JsonSerializer.Deserialize(launcher.ReadLine(HostTimeout), HostFaultJson.Default.StormReady)!;
                 TimeSpan killAt = TimeSpan.FromMilliseconds(random.Next(200, 800));
-                do
-                {
-                    foreach (ProcessEntry descendant in ProcessTable.Descendants(host.Pid))
-                        seen[(descendant.Pid, descendant.StartTime)] = descendant;
-                    Thread.Sleep(10);
-                }
-                while (storm.Elapsed < killAt);
+                Thread.Sleep(killAt);
 
                 // Act
-                host.KillHostOnly();
-                List<ProcessEntry> left = WaitUntilNone(() => Leftovers(marker, host.Pid, seen.Values), GraceAfterKill);
+                KillHost(storm.HostPid);
+                List<ProcessEntry> left = WaitUntilNone(() => Leftovers(marker, launcher.Pid), GraceAfterKill);
 
                 // Assert
                 Assert.True(left.Count == 0, $"round {round}: {GraceAfterKill.TotalSeconds} s after SIGKILL of the host {killAt.TotalMilliseconds:F0} ms into the storm, "
-                    + $"{left.Count} processes are left (of {seen.Count} seen below the host), e.g.:\n  {string.Join("\n  ", left.Take(10))}");
+                    + $"{left.Count} processes are left ({Running(left, "sleep")} running sleep, {left.Count - Running(left, "sleep")} not yet exec'd), e.g.:\n  {string.Join("\n  ", left.Take(10))}");
             }
             finally
             {
-                KillAll(Leftovers(marker, host.Pid, seen.Values));
+                KillAll(Leftovers(marker, launcher.Pid));
             }
         }
     }
 
-    private static List<ProcessEntry> Leftovers(string marker, int hostPid, IEnumerable<ProcessEntry> seenBelowHost) =>
-        ProcessTable.WithMarker(marker, hostPid).Concat(seenBelowHost.Where(ProcessTable.IsAlive)).DistinctBy(p => p.Pid).ToList();
+    /// <summary>
+    /// The host runs under a subreaper (isolation-testhost subreaper): what it leaves behind when killed is
+    /// reparented there, so "below the launcher" finds a leftover even before exec, when it has no marker yet.
+    /// </summary>
+    private static readonly string[] Subreaper = [TestHostRunner.Executable, "subreaper"];
+
+    /// <summary>Live processes with the marker in argv, and live processes below the launcher (the host itself once it is gone: it is not live).</summary>
+    private static List<ProcessEntry> Leftovers(string marker, int launcherPid) =>
+        ProcessTable.WithMarker(marker, launcherPid)
+            .Concat(ProcessTable.Descendants(launcherPid).Where(p => p.State != 'Z'))
+            .DistinctBy(p => p.Pid).ToList();
+
+    private static int Running(List<ProcessEntry> processes, string program) =>
+        processes.Count(p => Path.GetFileName(p.Executable) == program);
+
+    /// <summary>SIGKILL to the host alone, not its tree: the fault under test. Returns once it is no longer running.</summary>
+    private static void KillHost(int pid)
+    {
+        ProcessEntry host = ProcessTable.Read(pid) ?? throw new Xunit.Sdk.XunitException($"the host (pid {pid}) was gone before the kill");
+        ProcessTable.Kill(host);
+        Assert.True(SpinWait.SpinUntil(() => !ProcessTable.IsAlive(host), TimeSpan.FromSeconds(10)), $"the host (pid {pid}) survived SIGKILL");
+    }
 
     // --- 4. A host that closed its own stdio ---
 
