@@ -9,8 +9,8 @@ namespace Isolation.Tests.Integration;
 /// The host under fault conditions: it is PID 1, it inherited SIGCHLD ignored, it closed its own stdio, it is
 /// SIGKILLed in the middle of starts, it feeds a file through a pipe, it signals a disposed sandbox.
 /// Each host is a separate process (tests/Isolation.TestHost, HostFaults.cs) so the fault cannot touch the
-/// test runner. Sandboxes are found by what the kernel says (argv markers, kcmp, prctl), never assumed to
-/// be the host's direct children (DESIGN.md §2: they are its spawn helper's).
+/// test runner. Sandboxes are found by what the kernel says (argv markers, parentage under a subreaper, kcmp,
+/// prctl), never assumed to be the host's direct children (DESIGN.md §2: they are its spawn helper's).
 /// These run alone: they load the machine (120 starts, 16-thread storms) and scan its whole process table.
 /// </summary>
 [Collection(LeakChecks.Name)]
