@@ -3,12 +3,20 @@ using Isolation.TestHost;
 
 // isolation-testhost report            print what this process sees, as JSON
 // isolation-testhost spawn [opts] -- program args...   run a sandbox with the library, print the outcome as JSON
+// isolation-testhost statuses|dumpable|closed-stdio|hold|storm|pipe-file|subreaper ...   be a host under a fault (HostFaults.cs)
 return args switch
 {
     ["report", ..] => Report.Run(args[1..]),
     ["spawn", ..] => await SpawnDriver.RunAsync(args[1..]),
     ["attempts", ..] => Attempts.Run(args[1..]),
     ["errno-of", ..] => Attempts.ErrnoOf(args[1..]),
+    ["statuses", ..] => await HostFaults.StatusesAsync(args[1..]),
+    ["dumpable", ..] => await HostFaults.DumpableAsync(args[1..]),
+    ["closed-stdio", ..] => await HostFaults.ClosedStdioAsync(args[1..]),
+    ["hold", ..] => HostFaults.Hold(args[1..]),
+    ["storm", ..] => HostFaults.Storm(args[1..]),
+    ["pipe-file", ..] => HostFaults.PipeFile(args[1..]),
+    ["subreaper", ..] => HostFaults.Subreaper(args[1..]),
     _ => Usage(),
 };
 
