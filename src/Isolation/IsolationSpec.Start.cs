@@ -18,7 +18,7 @@ namespace Isolation;
 public sealed unsafe partial class IsolationSpec
 {
     private readonly Lock _defineLock = new();
-    private SpawnHelper.Definition? _definition; // the helper that holds this spec, and its id there
+    private SpawnHelper.Definition[] _definitions = []; // the helpers that hold this spec, and its id in each (copy-on-write)
 
     /// <summary>Tests: force the clone(2) fallback instead of clone3.</summary>
     internal bool ForceCloneFallback { get; set; }
@@ -43,15 +43,19 @@ public sealed unsafe partial class IsolationSpec
         }
         for (int attempt = 0; ; attempt++)
         {
-            SpawnHelper helper = SpawnHelper.Current;
+            SpawnHelper helper = SpawnHelper.Rent();
             try
             {
                 return StartWith(helper, program, arguments);
             }
-            catch (SandboxSetupException e) when (attempt == 0 && e.Step == SetupStep.SpawnHelper && SpawnHelper.IsGone(e.Errno))
+            catch (SandboxSetupException e) when (attempt == 0 && e.Step == SetupStep.SpawnHelper && SpawnHelper.MeansGone(e.Errno))
             {
                 // The helper died before it took the spawn (nothing was started): a new one takes it.
                 helper.MarkGone();
+            }
+            finally
+            {
+                helper.Return();
             }
         }
     }
@@ -209,27 +213,33 @@ public sealed unsafe partial class IsolationSpec
     /// <summary>This spec's id in <paramref name="helper"/>: packed and sent once per helper (DESIGN.md §2, "per spawn").</summary>
     private uint DefinedIn(SpawnHelper helper)
     {
-        SpawnHelper.Definition? definition = Volatile.Read(ref _definition);
-        if (definition?.Helper == helper)
-            return definition.SpecId;
+        foreach (SpawnHelper.Definition d in Volatile.Read(ref _definitions))
+        {
+            if (d.Helper == helper)
+                return d.SpecId;
+        }
         lock (_defineLock)
         {
-            if (_definition?.Helper == helper)
-                return _definition.SpecId;
+            foreach (SpawnHelper.Definition d in _definitions)
+            {
+                if (d.Helper == helper)
+                    return d.SpecId;
+            }
             uint id = SpawnHelper.NewSpecId();
             int rc = _idMaps is null
                 ? IsolationNative_DefineSpec(helper.Channel, id, _template, null, null, null)
                 : IsolationNative_DefineSpec(helper.Channel, id, _template, _idMaps.HelperSetgroups, _idMaps.HelperUidMap, _idMaps.HelperGidMap);
             if (rc < 0)
                 throw HelperFailed(helper, rc, "hand the spec to the spawn helper");
-            Volatile.Write(ref _definition, new SpawnHelper.Definition(helper, id));
+            // Definitions in helpers that have gone are dropped as new ones come.
+            Volatile.Write(ref _definitions, [.. _definitions.Where(d => !d.Helper.IsGone), new SpawnHelper.Definition(helper, id)]);
             return id;
         }
     }
 
     private static SandboxSetupException HelperFailed(SpawnHelper helper, int rc, string what)
     {
-        if (SpawnHelper.IsGone(-rc))
+        if (SpawnHelper.MeansGone(-rc))
         {
             helper.MarkGone();
             return new SandboxSetupException(SetupStep.SpawnHelper, what, -rc, null,

@@ -23,7 +23,7 @@ internal sealed unsafe class SpawnHelper
     public const string Name = "isolation-helper";
 
     private static readonly Lock s_lock = new();
-    private static SpawnHelper? s_current;
+    private static SpawnHelper[] s_pool = []; // copy-on-write; every helper in it has the same identity
     private static string? s_path;
     private static int s_nextSpecId;
 
@@ -31,6 +31,7 @@ internal sealed unsafe class SpawnHelper
     private int _pidfd;
     private readonly Identity _identity;
     private volatile bool _gone;
+    private int _inFlight; // starts handed to this helper and not yet answered
 
     private SpawnHelper(int channel, int pid, int pidfd)
     {
@@ -43,33 +44,70 @@ internal sealed unsafe class SpawnHelper
     /// <summary>The helper's process id.</summary>
     public int ProcessId { get; }
 
+    /// <summary>Whether the helper has gone (its channel or a status socket reached EOF).</summary>
+    public bool IsGone => _gone;
+
     /// <summary>The channel to the helper (the host's end).</summary>
     public int Channel => _channel;
 
     /// <summary>
-    /// The helper to spawn with: the running one, or a new one when there is none yet, it has died, or the
-    /// calling thread now runs with another uid, gid, capabilities or user, mount or PID namespace than the
-    /// helper was started with (a helper acts with the identity it was started with, so it must never act for
-    /// a host that has since dropped privilege or moved).
+    /// Most helpers a process runs at once: one serves sequential starts; concurrent ones get more, up to one
+    /// per core, so that the helper's serial part of a start (clone and the namespaces the kernel creates for
+    /// it, the id maps) never makes concurrent starts queue (DESIGN.md §2: "several helpers are fine").
     /// </summary>
-    public static SpawnHelper Current
+    private static readonly int s_maxHelpers = Math.Clamp(Environment.ProcessorCount, 1, 8);
+
+    /// <summary>
+    /// The helper the next start would use: the least busy one. A new one is started when there is none yet,
+    /// when every helper is busy and there are fewer than one per core, or when the calling thread now runs
+    /// with another uid, gid, capabilities or user, mount or PID namespace than the helpers were started with
+    /// (a helper acts with the identity it was started with, so it must never act for a host that has since
+    /// dropped privilege or moved): then the old ones serve only the sandboxes they already have.
+    /// </summary>
+    public static SpawnHelper Current => Pick(Identity.OfThisThread(), growWhenBusy: false);
+
+    /// <summary>Takes the least busy helper for one start; <see cref="Return"/> gives it back.</summary>
+    public static SpawnHelper Rent()
     {
-        get
+        SpawnHelper helper = Pick(Identity.OfThisThread(), growWhenBusy: true);
+        Interlocked.Increment(ref helper._inFlight);
+        return helper;
+    }
+
+    /// <summary>The start handed to this helper has been answered.</summary>
+    public void Return() => Interlocked.Decrement(ref _inFlight);
+
+    private static SpawnHelper Pick(Identity identity, bool growWhenBusy)
+    {
+        SpawnHelper? best = Best(Volatile.Read(ref s_pool), identity, out int usable);
+        if (best is not null && (best._inFlight == 0 || !growWhenBusy || usable >= s_maxHelpers))
+            return best;
+        lock (s_lock)
         {
-            Identity identity = Identity.OfThisThread();
-            SpawnHelper? helper = Volatile.Read(ref s_current);
-            if (helper is not null && !helper._gone && helper._identity == identity)
-                return helper;
-            lock (s_lock)
-            {
-                helper = s_current;
-                if (helper is not null && !helper._gone && helper._identity == identity)
-                    return helper;
-                helper = Start(Locate());
-                Volatile.Write(ref s_current, helper);
-                return helper;
-            }
+            SpawnHelper[] pool = s_pool;
+            best = Best(pool, identity, out usable);
+            if (best is not null && (best._inFlight == 0 || !growWhenBusy || usable >= s_maxHelpers))
+                return best;
+            SpawnHelper started = Start(Locate());
+            // Keep the live helpers of this identity; the others serve only the sandboxes they already have.
+            Volatile.Write(ref s_pool, [.. pool.Where(h => !h._gone && h._identity == identity), started]);
+            return started;
         }
+    }
+
+    private static SpawnHelper? Best(SpawnHelper[] pool, Identity identity, out int usable)
+    {
+        SpawnHelper? best = null;
+        usable = 0;
+        foreach (SpawnHelper h in pool)
+        {
+            if (h._gone || h._identity != identity)
+                continue;
+            usable++;
+            if (best is null || h._inFlight < best._inFlight)
+                best = h;
+        }
+        return best;
     }
 
     /// <summary>Tests: the helper executable in use.</summary>
@@ -88,9 +126,6 @@ internal sealed unsafe class SpawnHelper
                 : "it was tried directly, through its ELF interpreter and from a memfd; check that the file is readable and that the kernel allows executing it (noexec mounts, vm.memfd_noexec)");
         return new SpawnHelper(channel, pid, pidfd);
     }
-
-    /// <summary>Tests: makes later spawns use <paramref name="helper"/>.</summary>
-    internal static void UseForTests(SpawnHelper helper) => Volatile.Write(ref s_current, helper);
 
     /// <summary>Tests: closes the channel; the helper kills its sandboxes and exits, as when the host dies.</summary>
     internal void Close()
@@ -115,7 +150,7 @@ internal sealed unsafe class SpawnHelper
     public static uint NewSpecId() => (uint)Interlocked.Increment(ref s_nextSpecId);
 
     /// <summary>Whether an -errno from the channel means the helper is gone.</summary>
-    public static bool IsGone(int errno) => errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN;
+    public static bool MeansGone(int errno) => errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN;
 
     /// <summary>What a helper acts with (IsolationNative_Identity).</summary>
     private readonly record struct Identity(ulong Euid, ulong Egid, ulong Capabilities, ulong UserNs, ulong MountNs, ulong PidNs)

@@ -23,6 +23,34 @@ public sealed class SpawnHelperTests
     }
 
     [Fact]
+    public async Task Concurrent_starts_are_spread_over_more_than_one_helper()
+    {
+        Assert.SkipWhen(Environment.ProcessorCount < 2, "one core: the library runs one helper");
+        IsolationSpec spec = UserAndPid.Build();
+        using var go = new ManualResetEventSlim();
+        var started = new IsolatedProcess[16];
+        var threads = Enumerable.Range(0, started.Length).Select(i => new Thread(() => { go.Wait(); started[i] = spec.Start("/bin/sleep", "30"); })).ToArray();
+        foreach (Thread t in threads)
+            t.Start();
+        go.Set();
+        foreach (Thread t in threads)
+            t.Join();
+        try
+        {
+            int[] parents = [.. started.Select(p => ParentOf(p.Id)).Distinct()];
+
+            Assert.True(parents.Length >= 2, $"16 concurrent starts all went to helper {parents[0]}");
+            Assert.True(parents.Length <= Math.Min(Environment.ProcessorCount, 8), $"{parents.Length} helpers on {Environment.ProcessorCount} cores");
+            Assert.All(parents, p => Assert.Equal("isolation-helpe", File.ReadAllText($"/proc/{p}/comm").Trim()));
+        }
+        finally
+        {
+            foreach (IsolatedProcess p in started)
+                await p.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task A_helper_whose_file_lost_its_execute_bit_still_starts_sandboxes()
     {
         string dir = Directory.CreateTempSubdirectory("isolation-helper-").FullName;
@@ -87,7 +115,7 @@ public sealed class SpawnHelperTests
         }
     }
 
-    private static int ParentOf(int pid)
+    internal static int ParentOf(int pid)
     {
         string stat = File.ReadAllText($"/proc/{pid}/stat");
         return int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[1]);
@@ -96,6 +124,7 @@ public sealed class SpawnHelperTests
 
 /// <summary>A helper that dies takes its sandboxes along and says so; these run alone: they kill the shared helper.</summary>
 [Collection(LeakChecks.Name)]
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed class SpawnHelperDeathTests
 {
     [Fact]
@@ -103,16 +132,15 @@ public sealed class SpawnHelperDeathTests
     {
         IsolationSpec spec = new NamespaceBuilder().WithNamespaces(Namespaces.User | Namespaces.Pid).MapCurrentUserToRoot().Build();
         await using IsolatedProcess sleeper = spec.Start("/bin/sleep", "300");
-        int helper = SpawnHelper.Current.ProcessId;
+        int helper = SpawnHelperTests.ParentOf(sleeper.Id);
 
         Assert.Equal(0, kill(helper, 9));
         var e = await Assert.ThrowsAsync<InvalidOperationException>(() => sleeper.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(20), TestContext.Current.CancellationToken));
 
         Assert.Contains("spawn helper", e.Message);
         Assert.True(await GoneAsync(sleeper.Id), $"pid {sleeper.Id} outlived its helper");
-        await using IsolatedProcess next = spec.Start("/bin/true");
-        Assert.Equal(0, (await next.WaitForExitAsync()).ExitCode);
-        Assert.NotEqual(helper, SpawnHelper.Current.ProcessId);
+        await using IsolatedProcess next = spec.Start("/bin/sleep", "300");
+        Assert.NotEqual(helper, SpawnHelperTests.ParentOf(next.Id));
     }
 
     [Fact]
