@@ -76,45 +76,56 @@ internal static class RatioReport
             GC.KeepAlive(ballast);
         }
         Phases(rounds, target, floorNoop, flags, floorFlags, noop);
-        Concurrency(target, noop, 50, rounds >= 200 ? 10 : 2);
+        Concurrency(target, noop, flags, floorFlags, 50, rounds >= 200 ? 10 : 2);
         Console.WriteLine();
     }
 
     /// <summary>
     /// 50 starts at once take about what 50 sequential ones take divided by the cores: no start waits for
-    /// another's setup (the spawn helper is event-driven, each start waits on a socket of its own).
+    /// another's setup (the spawn helpers are event-driven, each start waits on a socket of its own). The C
+    /// floor, on 50 threads of this process, shows what the kernel itself allows on this machine.
     /// </summary>
-    private static void Concurrency(IsolationSpec spec, string noop, int n, int repeats)
+    private static void Concurrency(IsolationSpec spec, string noop, ulong flags, int floorFlags, int n, int repeats)
     {
-        var sequential = new List<double>();
-        var concurrent = new List<double>();
-        for (int r = 0; r < repeats; r++)
-        {
-            long t0 = Stopwatch.GetTimestamp();
-            for (int i = 0; i < n; i++)
-                Sandboxes.RunToExit(spec, noop);
-            sequential.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
-
-            using var go = new ManualResetEventSlim();
-            var threads = Enumerable.Range(0, n).Select(_ => new Thread(() => { go.Wait(); Sandboxes.RunToExit(spec, noop); })).ToArray();
-            foreach (Thread t in threads)
-                t.Start();
-            long t1 = Stopwatch.GetTimestamp();
-            go.Set();
-            foreach (Thread t in threads)
-                t.Join();
-            concurrent.Add(Stopwatch.GetElapsedTime(t1).TotalMilliseconds);
-        }
-        double seq = Percentile(sequential, 0.5), par = Percentile(concurrent, 0.5);
+        Floor.Command[] floors = [.. Enumerable.Range(0, n).Select(_ => new Floor.Command(noop))];
+        (double Sequential, double Concurrent) library = Measure(i => Sandboxes.RunToExit(spec, noop));
+        (double Sequential, double Concurrent) floor = Measure(i => floors[i].Run(flags, floorFlags));
+        foreach (Floor.Command f in floors)
+            f.Dispose();
         int cores = Environment.ProcessorCount;
         Console.WriteLine();
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Concurrency: {n} user+pid+mount+proc starts to exit, {repeats} repeats, medians, {cores} cores"));
         Console.WriteLine();
-        Console.WriteLine("| Run | time |");
-        Console.WriteLine("|---|---:|");
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {n} one after another | {seq:F1} ms |"));
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {n} at once ({n} threads) | {par:F1} ms |"));
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| at once / (one after another / {cores} cores) | {par / (seq / cores):F2} |"));
+        Console.WriteLine("| Run | Isolation | C floor (threads of this process) |");
+        Console.WriteLine("|---|---:|---:|");
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {n} one after another | {library.Sequential:F1} ms | {floor.Sequential:F1} ms |"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {n} at once ({n} threads) | {library.Concurrent:F1} ms | {floor.Concurrent:F1} ms |"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"| at once / (one after another / {cores} cores) | {library.Concurrent / (library.Sequential / cores):F2} | {floor.Concurrent / (floor.Sequential / cores):F2} |"));
+
+        (double, double) Measure(Action<int> run)
+        {
+            var sequential = new List<double>();
+            var concurrent = new List<double>();
+            for (int r = 0; r < repeats; r++)
+            {
+                long t0 = Stopwatch.GetTimestamp();
+                for (int i = 0; i < n; i++)
+                    run(i);
+                sequential.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+
+                using var go = new ManualResetEventSlim();
+                var threads = Enumerable.Range(0, n).Select(i => new Thread(() => { go.Wait(); run(i); })).ToArray();
+                foreach (Thread t in threads)
+                    t.Start();
+                long t1 = Stopwatch.GetTimestamp();
+                go.Set();
+                foreach (Thread t in threads)
+                    t.Join();
+                concurrent.Add(Stopwatch.GetElapsedTime(t1).TotalMilliseconds);
+            }
+            return (Percentile(sequential, 0.5), Percentile(concurrent, 0.5));
+        }
     }
 
     /// <summary>A contender timed here, start to exit, in µs.</summary>
