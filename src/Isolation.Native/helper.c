@@ -91,11 +91,16 @@ static size_t nspawns;
 /* The message being read; a spawn copies what its child needs into a block of its own (struct spawn_block). */
 static char message[sizeof(struct iso_spawn_msg) + 64 * 1024];
 
-static void watch(int fd, size_t index, int kind)
+static void watch_for(int fd, size_t index, int kind, uint32_t events)
 {
-    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = ((uint64_t)index << 2) | (uint64_t)kind };
+    struct epoll_event ev = { .events = events, .data.u64 = ((uint64_t)index << 2) | (uint64_t)kind };
     if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
         abort(); /* only ENOMEM can get here; the host sees EOF on its sockets and reports it */
+}
+
+static void watch(int fd, size_t index, int kind)
+{
+    watch_for(fd, index, kind, EPOLLIN);
 }
 
 static void unwatch(int fd)
@@ -110,26 +115,31 @@ static void close_fd(int *fd)
     *fd = -1;
 }
 
-/* Sends a reply (and a descriptor) on a status socket. A host that has gone away is not an error here. */
-static void reply(int status_fd, const struct iso_reply *r, int fd)
+/* Sends a reply (and up to two descriptors) on a status socket. A host that has gone away is not an error here. */
+static void reply_with(int status_fd, const struct iso_reply *r, const int *fds, int nfds)
 {
     struct iovec iov = { (void *)r, sizeof *r };
     union {
-        char buf[CMSG_SPACE(sizeof(int))];
+        char buf[CMSG_SPACE(sizeof(int) * 2)];
         struct cmsghdr align;
     } control;
     struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
-    if (fd >= 0) {
+    if (nfds > 0) {
         msg.msg_control = control.buf;
-        msg.msg_controllen = sizeof control.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
         struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
         c->cmsg_level = SOL_SOCKET;
         c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof fd);
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
     }
     while (sendmsg(status_fd, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR)
         ;
+}
+
+static void reply(int status_fd, const struct iso_reply *r)
+{
+    reply_with(status_fd, r, NULL, 0);
 }
 
 static void reply_failed(int status_fd, int pid, int step, int index, int err, int detail)
@@ -142,7 +152,7 @@ static void reply_failed(int status_fd, int pid, int step, int index, int err, i
     r.error.op_index = index;
     r.error.err = err;
     r.error.detail = detail;
-    reply(status_fd, &r, -1);
+    reply(status_fd, &r);
 }
 
 static void free_spawn(struct spawn *s)
@@ -212,7 +222,11 @@ static int write_proc(int pid, const char *name, const char *text)
     return err;
 }
 
-/* sync 1: the child may go on; from now on its error pipe tells how setup ends. */
+/*
+ * sync 1: the child may go on. The host gets its pidfd and the read end of its error pipe at once, and learns
+ * how setup ends straight from the child (a record, or EOF at exec), with no hand-off through us on that path;
+ * we only wait for the pipe's last writer to go (EPOLLHUP) to know the child no longer runs on our memory.
+ */
 static void release(struct spawn *s, size_t index)
 {
     char byte = 1;
@@ -225,8 +239,15 @@ static void release(struct spawn *s, size_t index)
         fail_spawn(s, ISO_STEP_HELPER_RELEASE, err);
         return;
     }
+    struct iso_reply r;
+    memset(&r, 0, sizeof r);
+    r.kind = ISO_REPLY_STARTED;
+    r.pid = s->pid;
+    r.used_clone3 = s->used_clone3;
+    int fds[2] = { s->pidfd, s->error_fd };
+    reply_with(s->status_fd, &r, fds, 2);
     s->state = WAIT_EXEC;
-    watch(s->error_fd, index, EV_ERROR);
+    watch_for(s->error_fd, index, EV_ERROR, 0); /* EPOLLHUP only: the host reads the pipe, we never do */
 }
 
 /* ---- ISO_MSG_SPAWN: clone, the helper's part between clone and release, then release or hand over ---- */
@@ -450,7 +471,7 @@ static void do_spawn(const struct iso_spawn_msg *m, size_t len, int *fds, uint32
         r.kind = ISO_REPLY_CLONED;
         r.pid = s->pid;
         r.used_clone3 = used_clone3;
-        reply(s->status_fd, &r, -1);
+        reply(s->status_fd, &r);
         watch(s->status_fd, index, EV_STATUS);
         return;
     }
@@ -473,29 +494,14 @@ static void on_status(struct spawn *s, size_t index)
     free_spawn(s);
 }
 
-/* sync 2: EOF on the error pipe means execve succeeded; a record means setup failed. */
+/* sync 2 (as seen by us): the child exec'd, or failed and exited. Either way it no longer runs on our memory;
+ * the host has read which from the pipe. From now on we wait to reap it. */
 static void on_error_pipe(struct spawn *s, size_t index)
 {
-    struct iso_child_error error;
-    ssize_t n;
-    while ((n = read(s->error_fd, &error, sizeof error)) < 0 && errno == EINTR)
-        ;
     unwatch(s->error_fd);
     close_fd(&s->error_fd);
-    if (n == (ssize_t)sizeof error) {
-        kill_and_reap(s);
-        reply_failed(s->status_fd, s->pid, error.step, error.op_index, error.err, error.detail);
-        free_spawn(s);
-        return;
-    }
-    free(s->block); /* the program runs on memory of its own now */
+    free(s->block);
     s->block = NULL;
-    struct iso_reply r;
-    memset(&r, 0, sizeof r);
-    r.kind = ISO_REPLY_EXECED;
-    r.pid = s->pid;
-    r.used_clone3 = s->used_clone3;
-    reply(s->status_fd, &r, s->pidfd);
     s->state = RUNNING;
     watch(s->pidfd, index, EV_EXIT);
 }
@@ -527,7 +533,7 @@ static void on_exit_event(struct spawn *s)
     r.user_us = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec;
     r.sys_us = (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
     r.maxrss_kb = ru.ru_maxrss;
-    reply(s->status_fd, &r, -1);
+    reply(s->status_fd, &r);
     free_spawn(s);
 }
 

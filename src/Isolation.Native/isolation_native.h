@@ -297,8 +297,9 @@ struct iso_spawn_msg {
 /* Helper -> host, on the spawn's status socket. */
 enum iso_reply_kind {
     ISO_REPLY_CLONED = 1,  /* the child waits at sync 1: the host does its part, then writes one byte (or closes to abort) */
-    ISO_REPLY_EXECED = 2,  /* the program runs; descriptors: its pidfd */
-    ISO_REPLY_FAILED = 3,  /* setup failed (error); the child is reaped */
+    ISO_REPLY_STARTED = 2, /* the child was released; descriptors: its pidfd and the read end of its error pipe (EOF:
+                              it exec'd; an iso_child_error: it failed and exits) */
+    ISO_REPLY_FAILED = 3,  /* the helper's part failed (error); the child is reaped */
     ISO_REPLY_EXITED = 4,  /* the program exited and was reaped: code, status, rusage */
 };
 
@@ -337,7 +338,8 @@ int IsolationNative_DefineSpec(int channel, uint32_t spec_id, const struct iso_s
                                const char *setgroups, const char *uid_map, const char *gid_map);
 int IsolationNative_ForgetSpec(int channel, uint32_t spec_id);
 int IsolationNative_SendSpawn(int channel, const struct iso_spawn_msg *msg, const int32_t *fds, const char *strings);
-int IsolationNative_ReadReply(int status_fd, int nonblocking, struct iso_reply *reply, int32_t *fd);
+int IsolationNative_ReadReply(int status_fd, int nonblocking, struct iso_reply *reply, int32_t fd[2]);
+int IsolationNative_WaitExec(int error_fd, struct iso_child_error *error);
 int IsolationNative_Continue(int status_fd);
 int IsolationNative_WriteProcFile(int pid, const char *name, const char *text, size_t len);
 int IsolationNative_PidfdSendSignal(int pidfd, int sig);

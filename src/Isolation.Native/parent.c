@@ -302,11 +302,11 @@ EXPORT int IsolationNative_StatusSocket(int32_t *host_end, int32_t *helper_end)
 }
 
 /*
- * Host: reads one reply from a status socket (and the descriptor it carries, if any, close-on-exec and at 3
- * or above, else -1). Returns 1 with a reply, 0 at EOF (the helper is gone or gave the spawn up), -EAGAIN
- * when nonblocking and nothing is there yet, -errno otherwise.
+ * Host: reads one reply from a status socket, and the descriptors it carries (up to two, close-on-exec and at 3
+ * or above; -1 for each missing). Returns 1 with a reply, 0 at EOF (the helper is gone or gave the spawn up),
+ * -EAGAIN when nonblocking and nothing is there yet, -errno otherwise.
  */
-EXPORT int IsolationNative_ReadReply(int status_fd, int nonblocking, struct iso_reply *reply, int32_t *fd)
+EXPORT int IsolationNative_ReadReply(int status_fd, int nonblocking, struct iso_reply *reply, int32_t fd[2])
 {
     union {
         char buf[CMSG_SPACE(sizeof(int) * 4)];
@@ -317,9 +317,10 @@ EXPORT int IsolationNative_ReadReply(int status_fd, int nonblocking, struct iso_
     ssize_t n;
     while ((n = recvmsg(status_fd, &msg, MSG_CMSG_CLOEXEC | (nonblocking ? MSG_DONTWAIT : 0))) < 0 && errno == EINTR)
         ;
-    *fd = -1;
+    fd[0] = fd[1] = -1;
     if (n < 0)
         return -errno;
+    int got = 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
             continue;
@@ -327,8 +328,8 @@ EXPORT int IsolationNative_ReadReply(int status_fd, int nonblocking, struct iso_
         for (size_t i = 0; i < count; i++) {
             int received;
             memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof received);
-            if (*fd < 0)
-                *fd = above_stdio(received);
+            if (got < 2)
+                fd[got++] = above_stdio(received);
             else
                 close(received);
         }
@@ -336,6 +337,33 @@ EXPORT int IsolationNative_ReadReply(int status_fd, int nonblocking, struct iso_
     if (n == 0)
         return 0;
     return n == (ssize_t)sizeof *reply ? 1 : -EBADMSG;
+}
+
+/* Host: returns 0 when the child reached execve (EOF on its error pipe), 1 when it reported a failure into
+ * *error, -errno on a read error (a short record is a failure too: -EPROTO). Closes error_fd. */
+EXPORT int IsolationNative_WaitExec(int error_fd, struct iso_child_error *error)
+{
+    size_t got = 0;
+    int result = 0;
+    for (;;) {
+        ssize_t n = got < sizeof *error ? read(error_fd, (char *)error + got, sizeof *error - got) : read(error_fd, &(char){ 0 }, 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            result = -errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        if (got < sizeof *error)
+            got += (size_t)n;
+    }
+    close(error_fd);
+    if (result == 0 && got == sizeof *error)
+        return 1;
+    if (result == 0 && got != 0)
+        return -EPROTO;
+    return result;
 }
 
 /* Host: its own steps are done; the helper may release the child. */

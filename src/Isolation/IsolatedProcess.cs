@@ -238,12 +238,13 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
         if (Interlocked.Exchange(ref _reapClaimed, 1) != 0)
             return;
         iso_reply reply;
-        int fd, rc;
+        int* fds = stackalloc int[2];
+        int rc;
         bool added = false;
         try
         {
             _handle.DangerousAddRef(ref added);
-            rc = IsolationNative_ReadReply(_handle.StatusFd, 0, &reply, &fd);
+            rc = IsolationNative_ReadReply(_handle.StatusFd, 0, &reply, fds);
         }
         finally
         {

@@ -145,18 +145,18 @@ public sealed unsafe partial class IsolationSpec
             IdmappedTrees.Close(trees);
             trees = null;
 
+            int* received = stackalloc int[2];
             while (true)
             {
                 iso_reply reply;
-                int fd;
-                rc = IsolationNative_ReadReply(statusFd, 0, &reply, &fd);
+                rc = IsolationNative_ReadReply(statusFd, 0, &reply, received);
                 if (rc <= 0)
                     throw HelperFailed(helper, rc == 0 ? -EPIPE : rc, "wait for the spawn helper's answer");
                 switch (reply.kind)
                 {
                     case ISO_REPLY_CLONED:
-                        // sync 1 is the helper's to write; the child waits for it, and only the helper can reap it,
-                        // so its pid stays its own while we write to /proc/PID and cgroup.procs.
+                        // The child waits at sync 1, and only the helper can reap it, so its pid stays its own
+                        // while we write to /proc/PID and cgroup.procs; then the helper releases it.
                         Log.Cloned(_logger, reply.pid, reply.used_clone3 != 0);
                         if (_idMaps is { NeedsHost: true })
                             _idMaps.Write(reply.pid, _logger);
@@ -165,24 +165,9 @@ public sealed unsafe partial class IsolationSpec
                         rc = IsolationNative_Continue(statusFd);
                         if (rc < 0)
                             throw HelperFailed(helper, rc, $"release pid {reply.pid}");
-                        Log.Released(_logger, reply.pid);
                         continue;
-                    case ISO_REPLY_EXECED:
-                        // sync 2: the program runs. Its pidfd came with the reply.
-                        if (fd < 0)
-                            throw new SandboxSetupException(SetupStep.SpawnHelper, $"receive the pidfd of pid {reply.pid}", EMFILE, null,
-                                "this process is out of file descriptors (ulimit -n); the sandbox was started and will be killed when this process exits");
-                        if (!hostStep && _logger.IsEnabled(LogLevel.Debug))
-                        {
-                            // The helper went from clone to exec on its own: log its steps as the host's would be.
-                            Log.Cloned(_logger, reply.pid, reply.used_clone3 != 0);
-                            _idMaps?.LogHelperWrites(reply.pid, _logger);
-                            Log.Released(_logger, reply.pid);
-                        }
-                        Log.Execed(_logger, reply.pid, program);
-                        var handle = new SandboxHandle(fd, statusFd);
-                        statusFd = -1;
-                        return new IsolatedProcess(reply.pid, handle, helper, stdio.TakeStreams(), _state.Timeout, _logger, cgroup, cgroupError);
+                    case ISO_REPLY_STARTED:
+                        return Started(reply, received[0], received[1], ref statusFd, ref stdio, helper, hostStep, program, cgroup, cgroupError);
                     case ISO_REPLY_FAILED:
                         throw SpawnFailed(reply, program);
                     default:
@@ -208,6 +193,50 @@ public sealed unsafe partial class IsolationSpec
             NativeMemory.Free(strings);
             GC.KeepAlive(_handle);
         }
+    }
+
+    /// <summary>
+    /// The child was released (sync 1) and its pidfd and error pipe came with the reply: the child's own pipe
+    /// says how setup ends (sync 2: EOF at execve, or a failure record), with no hand-off through the helper.
+    /// </summary>
+    private IsolatedProcess Started(in iso_reply reply, int pidfd, int errorFd, ref int statusFd, ref StdioSet stdio,
+        SpawnHelper helper, bool hostStep, string program, ICgroup cgroup, string? cgroupError)
+    {
+        if (pidfd < 0 || errorFd < 0)
+        {
+            if (pidfd >= 0)
+                close(pidfd);
+            if (errorFd >= 0)
+                close(errorFd);
+            throw new SandboxSetupException(SetupStep.SpawnHelper, $"receive the pidfd of pid {reply.pid}", EMFILE, null,
+                "this process is out of file descriptors (ulimit -n); the sandbox is killed when the start is abandoned");
+        }
+        var handle = new SandboxHandle(pidfd, statusFd); // from here on the handle owns both
+        statusFd = -1;
+        iso_child_error error;
+        int rc = IsolationNative_WaitExec(errorFd, &error);
+        if (rc != 0)
+        {
+            // The child failed and exits: wait for the helper to have reaped it (its exit record), so that a
+            // failed start returns with nothing of it left, not even a zombie.
+            iso_reply exited;
+            int* ignored = stackalloc int[2];
+            IsolationNative_ReadReply(handle.StatusFd, 0, &exited, ignored);
+            handle.Dispose();
+            throw rc == 1 ? ChildFailed(error, program) : new SandboxSetupException(SetupStep.Exec, $"wait for pid {reply.pid} to exec", -rc);
+        }
+        if (_logger.IsEnabled(LogLevel.Debug))
+        {
+            if (!hostStep)
+            {
+                // The helper went from clone to release on its own: log its steps as the host's would be.
+                Log.Cloned(_logger, reply.pid, reply.used_clone3 != 0);
+                _idMaps?.LogHelperWrites(reply.pid, _logger);
+            }
+            Log.Released(_logger, reply.pid);
+        }
+        Log.Execed(_logger, reply.pid, program);
+        return new IsolatedProcess(reply.pid, handle, helper, stdio.TakeStreams(), _state.Timeout, _logger, cgroup, cgroupError);
     }
 
     /// <summary>This spec's id in <paramref name="helper"/>: packed and sent once per helper (DESIGN.md §2, "per spawn").</summary>

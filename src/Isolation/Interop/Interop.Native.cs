@@ -141,7 +141,7 @@ internal static unsafe partial class Interop
     internal const int ISO_FD_PASS = 6;
     internal const int ISO_MAX_SPAWN_FDS = 64;
     internal const uint ISO_REPLY_CLONED = 1;
-    internal const uint ISO_REPLY_EXECED = 2;
+    internal const uint ISO_REPLY_STARTED = 2;
     internal const uint ISO_REPLY_FAILED = 3;
     internal const uint ISO_REPLY_EXITED = 4;
 
@@ -222,9 +222,13 @@ internal static unsafe partial class Interop
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_StatusSocket")]
     internal static partial int IsolationNative_StatusSocket(int* hostEnd, int* helperEnd);
 
-    /// <returns>1 with a reply (and <paramref name="fd"/> the descriptor it carried, or -1); 0 at EOF (the helper is gone, or gave the spawn up); -EAGAIN when <paramref name="nonBlocking"/> and none is there yet; -errno otherwise.</returns>
+    /// <returns>1 with a reply (and <paramref name="fds"/>[0..1] the descriptors it carried, or -1 each); 0 at EOF (the helper is gone, or gave the spawn up); -EAGAIN when <paramref name="nonBlocking"/> and none is there yet; -errno otherwise.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_ReadReply")]
-    internal static partial int IsolationNative_ReadReply(int statusFd, int nonBlocking, iso_reply* reply, int* fd);
+    internal static partial int IsolationNative_ReadReply(int statusFd, int nonBlocking, iso_reply* reply, int* fds);
+
+    /// <returns>0 when the child reached execve (EOF on its error pipe); 1 when it reported <paramref name="error"/>; -errno on a read error (-EPROTO: a short record). Closes <paramref name="errorFd"/>.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_WaitExec")]
+    internal static partial int IsolationNative_WaitExec(int errorFd, iso_child_error* error);
 
     /// <returns>0 when the helper was told to release the child; -errno otherwise.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_Continue")]
