@@ -62,11 +62,13 @@ internal static class AllocationReport
         }
 
         Console.WriteLine();
-        Console.WriteLine("Sizes of the objects a sandbox can create (measured on this runtime); Start() itself creates only the first:");
+        Console.WriteLine("Sizes of the objects a sandbox can create (measured on this runtime); Start() itself creates only the first two:");
         Console.WriteLine();
         Console.WriteLine("| Object | Bytes | Created by |");
         Console.WriteLine("|---|---:|---|");
         Row("IsolatedProcess", Measure(() => RuntimeHelpers.GetUninitializedObject(typeof(IsolatedProcess))), "IsolationSpec.Start (the returned handle)");
+        Row("SandboxHandle (SafeHandle: the pidfd and the status socket)", Measure(() => RuntimeHelpers.GetUninitializedObject(typeof(IsolatedProcess).Assembly.GetType("Isolation.Spawning.SandboxHandle")!)),
+            "IsolationSpec.Start, held by the returned handle");
         Row("TaskCompletionSource<ExitStatus> + its Task<ExitStatus>", Measure(() => new TaskCompletionSource<ExitStatus>(TaskCreationOptions.RunContinuationsAsynchronously)),
             "IsolatedProcess.WaitForExit/WaitForExitAsync, only when called before the exit");
         Row("Timer (+ TimerHolder, TimerQueueTimer)", Measure(() =>

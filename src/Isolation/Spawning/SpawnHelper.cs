@@ -89,11 +89,18 @@ internal sealed unsafe class SpawnHelper
             if (best is not null && (best._inFlight == 0 || !growWhenBusy || usable >= s_maxHelpers))
                 return best;
             SpawnHelper started = Start(Locate());
-            // Keep the live helpers of this identity; the others serve only the sandboxes they already have.
-            Volatile.Write(ref s_pool, [.. pool.Where(h => !h._gone && h._identity == identity), started]);
+            Volatile.Write(ref s_pool, Grown(pool, identity, started));
             return started;
         }
     }
+
+    /// <summary>
+    /// The live helpers of this identity and the new one; the others serve only the sandboxes they already have.
+    /// (A method of its own: a lambda capturing <paramref name="identity"/> in <see cref="Pick"/> would allocate
+    /// its closure on every start.)
+    /// </summary>
+    private static SpawnHelper[] Grown(SpawnHelper[] pool, Identity identity, SpawnHelper started) =>
+        [.. pool.Where(h => !h._gone && h._identity == identity), started];
 
     private static SpawnHelper? Best(SpawnHelper[] pool, Identity identity, out int usable)
     {
