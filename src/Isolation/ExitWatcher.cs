@@ -4,10 +4,17 @@ using static Tmds.Linux.LibC;
 namespace Isolation;
 
 /// <summary>
-/// One background thread waits, with epoll, on the status sockets of every live sandbox and reads each one's
-/// exit record as the spawn helper sends it (the helper is their parent and reaps them). No thread or signal
-/// handler is spent per process, and SIGCHLD is left to the runtime.
+/// Background threads wait, with epoll, on the status sockets of every live sandbox and read each one's exit
+/// record as the spawn helper sends it (the helper is their parent and reaps them). No thread or signal handler
+/// is spent per process, and SIGCHLD is left to the runtime.
 /// </summary>
+/// <remarks>
+/// Leader/follower: one thread (the leader) waits in epoll_wait for one event; when it gets one it hands the
+/// wait to a follower (starting one if none is idle) and then completes the waits itself, so an
+/// <c>await WaitForExitAsync()</c> continues on the thread the exit woke, with no second hand-off to the thread
+/// pool: the async path costs one wake-up, like the blocking one. Whatever a continuation does, it never holds up
+/// other sandboxes' exits, since the next leader is already waiting.
+/// </remarks>
 internal static unsafe class ExitWatcher
 {
     private static readonly Lock s_lock = new();
@@ -60,28 +67,61 @@ internal static unsafe class ExitWatcher
             int fd = epoll_create1(EPOLL_CLOEXEC);
             if (fd < 0)
                 throw new InvalidOperationException($"epoll_create1 failed: {Interop.Errnos.Describe(errno)}");
-            var thread = new Thread(Run) { IsBackground = true, Name = "Isolation exit watcher" };
             Volatile.Write(ref s_epoll, fd);
-            thread.Start();
+            StartThread();
         }
     }
 
+    private static readonly object s_turn = new(); // guards the two below; a monitor, for Wait/Pulse
+    private static bool s_leading;   // a thread is in epoll_wait
+    private static int s_followers;  // threads idle, waiting to lead
+
+    private static void StartThread() =>
+        new Thread(Run) { IsBackground = true, Name = "Isolation exit watcher" }.Start();
+
     private static void Run()
     {
-        const int MaxEvents = 64;
-        byte* events = stackalloc byte[MaxEvents * 16];
+        byte* ev = stackalloc byte[16];
         while (true)
         {
-            int n = EpollWait(s_epoll, events, MaxEvents, -1);
-            if (n < 0)
-                continue; // EINTR
-            for (int i = 0; i < n; i++)
+            lock (s_turn)
             {
-                // EPOLLONESHOT: the entry is disarmed; it goes away when the status socket is closed.
-                var handle = GCHandle.FromIntPtr((nint)(*(ulong*)(events + i * s_eventSize + s_dataOffset)));
-                var process = (IsolatedProcess)handle.Target!;
-                handle.Free();
-                process.OnWatcherEvent();
+                while (s_leading)
+                {
+                    s_followers++;
+                    Monitor.Wait(s_turn);
+                    s_followers--;
+                }
+                s_leading = true;
+            }
+            int n;
+            do
+                n = EpollWait(s_epoll, ev, 1, -1); // one event: the next one is the next leader's
+            while (n <= 0); // EINTR
+            lock (s_turn)
+            {
+                s_leading = false;
+                if (s_followers > 0)
+                    Monitor.Pulse(s_turn);
+                else
+                    StartThread(); // once, or when continuations keep threads busy
+            }
+
+            // EPOLLONESHOT: the entry is disarmed; it goes away when the status socket is closed.
+            var handle = GCHandle.FromIntPtr((nint)(*(ulong*)(ev + s_dataOffset)));
+            var process = (IsolatedProcess)handle.Target!;
+            handle.Free();
+            try
+            {
+                process.OnWatcherEvent(); // completes the waits: continuations run here (see remarks)
+            }
+            catch (Exception e)
+            {
+                // A continuation that throws belongs to its task; nothing here may take the watcher down.
+                System.Diagnostics.Debug.Fail($"exit watcher: {e}");
+            }
+            finally
+            {
                 process.Handle.DangerousRelease();
             }
         }

@@ -144,7 +144,9 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
         TaskCompletionSource<ExitStatus>? waiters = Volatile.Read(ref _waiters);
         if (waiters is null)
         {
-            var created = new TaskCompletionSource<ExitStatus>(TaskCreationOptions.RunContinuationsAsynchronously);
+            // Continuations run on the exit watcher thread that the exit woke (ExitWatcher: it has already handed
+            // the wait for other exits to another thread), saving a hand-off to the thread pool.
+            var created = new TaskCompletionSource<ExitStatus>();
             waiters = Interlocked.CompareExchange(ref _waiters, created, null) ?? created;
         }
         if (_exitedFlag)
