@@ -253,7 +253,12 @@ internal static partial class HostFaults
 
         var kinds = new List<(string, NamespaceBuilder)> { ("user + pid namespaces", Marked(UserAndPid())) };
         if (Flag(args, "--run-as"))
+        {
             kinds.Add(("user + pid namespaces, run as a mapped uid", Marked(RunAsMappedUser(Quiet(new NamespaceBuilder().WithNamespaces(Namespaces.User | Namespaces.Pid))))));
+            // Every identity switch clears the death signal (commit_creds): a nested user namespace and a whole preset too.
+            kinds.Add(("user + pid namespaces, nested user namespaces disabled", Marked(Quiet(UserAndPid().WithSecurity(sec => sec.DisableNestedUserNamespaces())))));
+            kinds.Add(("the untrusted preset", Marked(NamespaceBuilder.ForUntrustedCode())));
+        }
         kinds.Add(("user namespace only (no pid namespace)", Marked(Quiet(new NamespaceBuilder().WithNamespaces(Namespaces.User).MapCurrentUserToRoot()))));
 
         var outcome = new HoldOutcome { HostPid = Environment.ProcessId };
