@@ -57,6 +57,23 @@ public static class Host
         }
     }
 
+    /// <summary>
+    /// Whether this process's descriptor <paramref name="fd"/> is a pidfd of a spawn helper: the library keeps one
+    /// per helper for as long as the helper lives, and a start may add a helper to the pool at any time.
+    /// </summary>
+    public static bool IsSpawnHelperPidfd(string fd)
+    {
+        try
+        {
+            string? pidLine = File.ReadLines($"/proc/self/fdinfo/{fd}").FirstOrDefault(l => l.StartsWith("Pid:", StringComparison.Ordinal));
+            return pidLine is not null && int.TryParse(pidLine.AsSpan(4).Trim(), out int pid) && pid > 0 && IsSpawnHelper(pid);
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>Live descendants of <paramref name="pid"/>, breadth first, from /proc/PID/task/*/children (any thread's children).</summary>
     public static int[] Descendants(int pid)
     {
