@@ -103,10 +103,10 @@ internal static partial class HostFaults
         int count = IntArg(args, "--count", 100), parallel = IntArg(args, "--parallel", 4);
         var outcome = new DumpableOutcome { HostPid = Environment.ProcessId, KcmpAvailable = Kcmp(Environment.ProcessId, Environment.ProcessId) == 0 };
 
-        // Warm-up, before sampling: whatever the library starts once per host (a spawn helper started with
-        // posix_spawn shares our mm for the microseconds before its exec) is not a sandbox's start.
-        using (IsolatedProcess warmUp = Quiet(new NamespaceBuilder()).Build().Start("/bin/true"))
-            warmUp.WaitForExit();
+        // Warm-up, before sampling: the spawn helpers are started with posix_spawn, which shares our mm for the
+        // microseconds before its exec, and the pool adds one whenever every helper is busy, up to one per core.
+        // That is not a sandbox's start, so concurrent starts fill the pool before the sampler looks.
+        await FillHelperPoolAsync(Quiet(new NamespaceBuilder()).Build(), parallel);
 
         (string Name, int Dumpable, NamespaceBuilder Builder)[] phases =
         [
@@ -140,6 +140,23 @@ internal static partial class HostFaults
         }
         prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
         return Emit(JsonSerializer.Serialize(outcome, HostFaultJson.Default.DumpableOutcome), null);
+    }
+
+    /// <summary>Starts sandboxes <paramref name="parallel"/> at a time until this process has a spawn helper per core (the pool's maximum).</summary>
+    private static async Task FillHelperPoolAsync(IsolationSpec spec, int parallel)
+    {
+        int full = Math.Clamp(Environment.ProcessorCount, 1, 8);
+        for (int round = 0; round < 50 && SpawnHelperCount() < full; round++)
+        {
+            await Parallel.ForEachAsync(Enumerable.Range(0, parallel * 4), new ParallelOptions { MaxDegreeOfParallelism = parallel }, async (_, _) =>
+            {
+                await using IsolatedProcess process = spec.Start("/bin/true");
+                await process.WaitForExitAsync();
+            });
+        }
+
+        static int SpawnHelperCount() =>
+            ProcessTable.Descendants(Environment.ProcessId).Count(e => e.ParentPid == Environment.ProcessId && e.Executable.EndsWith("/isolation-helper", StringComparison.Ordinal));
     }
 
     /// <summary>The sampler thread of <see cref="DumpableAsync"/>: records every flip and every process sharing our mm.</summary>
