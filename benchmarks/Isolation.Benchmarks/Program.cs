@@ -20,7 +20,7 @@ namespace Isolation.Benchmarks;
 ///                    (with --quick: 200 rounds; with --smoke: 5; else 1000)
 ///   --alloc-report   only the allocation breakdown
 ///   --loop CONFIG N  N spawns of one configuration and nothing else, for strace -c -f and perf
-///                    (add --init for isolation-init as PID 1)
+///                    (add --init for isolation-init as PID 1, --async to await WaitForExitAsync)
 ///   --scale-report   only the memory-per-sandbox table
 /// Any other argument goes to BenchmarkDotNet (--filter '*Tool*', --list flat, ...).
 /// </summary>
@@ -34,9 +34,10 @@ public static class Program
         bool scaleOnly = Take(rest, "--scale-report");
         bool ratiosOnly = Take(rest, "--ratios");
         bool withInit = Take(rest, "--init");
+        bool awaitExit = Take(rest, "--async");
         int loop = rest.IndexOf("--loop");
         if (loop >= 0 && loop + 2 < rest.Count)
-            return Loop(Enum.Parse<Config>(rest[loop + 1]), int.Parse(rest[loop + 2], System.Globalization.CultureInfo.InvariantCulture), withInit);
+            return Loop(Enum.Parse<Config>(rest[loop + 1]), int.Parse(rest[loop + 2], System.Globalization.CultureInfo.InvariantCulture), withInit, awaitExit);
         bool noReports = Take(rest, "--no-reports");
         Environment.SetEnvironmentVariable(Programs.ModeVariable, mode); // inherited by the benchmark processes
         int[] fleetSizes = mode == "smoke" ? [10] : [100, 1000];
@@ -87,18 +88,24 @@ public static class Program
 
     /// <summary>
     /// <c>--loop CONFIG N [--init]</c>: N start-to-exit cycles of the static no-op, nothing else, to run
-    /// under <c>strace -c -f</c> or <c>perf record -g</c>; with <c>--init</c>, isolation-init as PID 1. Prints the mean.
+    /// under <c>strace -c -f</c> or <c>perf record -g</c>; with <c>--init</c>, isolation-init as PID 1; with
+    /// <c>--async</c>, one async flow that awaits each exit (as an async app does). Prints the mean.
     /// </summary>
-    private static int Loop(Config config, int count, bool withInit)
+    private static int Loop(Config config, int count, bool withInit, bool awaitExit)
     {
         IsolationSpec spec = Sandboxes.Builder(config).WithInit(withInit).Build();
         string noop = Programs.Noop;
-        for (int i = 0; i < 20; i++)
-            Sandboxes.RunToExit(spec, noop);
-        var sw = System.Diagnostics.Stopwatch.StartNew();
-        for (int i = 0; i < count; i++)
-            Sandboxes.RunToExit(spec, noop);
-        Console.WriteLine($"{config}{(withInit ? " with init" : "")}: {count} spawns, mean {sw.Elapsed.TotalMicroseconds / count:F0} µs");
+        Func<Task> cycle = awaitExit ? () => Sandboxes.RunToExitAsync(spec, noop) : () => { Sandboxes.RunToExit(spec, noop); return Task.CompletedTask; };
+        double mean = Task.Run(async () =>
+        {
+            for (int i = 0; i < 20; i++)
+                await cycle().ConfigureAwait(false);
+            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+            for (int i = 0; i < count; i++)
+                await cycle().ConfigureAwait(false);
+            return System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMicroseconds / count;
+        }).GetAwaiter().GetResult();
+        Console.WriteLine($"{config}{(withInit ? " with init" : "")}{(awaitExit ? ", await WaitForExitAsync" : "")}: {count} spawns, mean {mean:F0} µs");
         return 0;
     }
 
