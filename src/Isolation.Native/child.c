@@ -871,8 +871,21 @@ static int is_kept(const int *keep, uint32_t n, long fd)
     return 0;
 }
 
-/* child: close every descriptor from 3 up that is not in keep (sorted). close_range(2) where the kernel has
- * it (5.9), else a walk of /proc/self/fd with getdents64: never exec with a descriptor nobody asked for. */
+/* child: the highest descriptor number this process may have (RLIMIT_NOFILE's hard limit), for the last resort. */
+static long fd_limit(void)
+{
+    struct { uint64_t cur, max; } lim;
+    if (iso_sys4(SYS_prlimit64, 0, 7 /* RLIMIT_NOFILE */, 0, &lim) < 0 || lim.max > (1u << 20))
+        return 1 << 20; /* fs.nr_open's default ceiling */
+    return (long)lim.max;
+}
+
+/*
+ * child: close every descriptor from 3 up that is not in keep (sorted). close_range(2) (5.9) where it works;
+ * where it fails for any reason (ENOSYS on an old kernel, or whatever errno a seccomp filter answers), a walk of
+ * /proc/self/fd with getdents64; without /proc, every number up to RLIMIT_NOFILE. Never exec with a
+ * descriptor nobody asked for. This runs first in the child, before any mount or pivot_root.
+ */
 static long close_all_but(const int *keep, uint32_t n)
 {
     long rc = 0;
@@ -887,11 +900,13 @@ static long close_all_but(const int *keep, uint32_t n)
     }
     if (rc == 0)
         return 0;
-    if (rc != -ENOSYS && rc != -EINVAL && rc != -EPERM)
-        return rc;
     long dir = iso_sys4(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-    if (dir < 0)
-        return dir;
+    if (dir < 0) {
+        for (long fd = 3, max = fd_limit(); fd < max; fd++)
+            if (!is_kept(keep, n, fd))
+                iso_sys1(SYS_close, fd);
+        return 0;
+    }
     char buf[1024];
     for (;;) {
         /* Closing while reading the same directory is fine for /proc/self/fd: entries are numbers in order. */

@@ -627,6 +627,41 @@ static void on_channel(int channel)
             close(fds[i]);
 }
 
+/*
+ * Nothing but stdio (/dev/null) and the channel: whatever the host leaked (a descriptor without close-on-exec)
+ * stays out of the helper, and so out of every sandbox. close_range(2) where it works; where it fails (before
+ * 5.9, or refused by a seccomp filter with any errno) a walk of /proc/self/fd; without /proc, every number up
+ * to RLIMIT_NOFILE's hard limit.
+ */
+static void close_above_channel(void)
+{
+    if (syscall(SYS_close_range, ISO_HELPER_CHANNEL_FD + 1, ~0U, 0) == 0)
+        return;
+    int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir >= 0) {
+        char buf[4096];
+        long got;
+        /* Closing while reading is fine for /proc/self/fd: its entries are numbers in order. */
+        while ((got = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
+            for (long off = 0; off < got;) {
+                struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; } *d = (void *)(buf + off);
+                off += d->reclen;
+                char *end;
+                long fd = strtol(d->name, &end, 10);
+                if (*end == '\0' && end != d->name && fd > ISO_HELPER_CHANNEL_FD && fd != dir)
+                    close((int)fd);
+            }
+        }
+        close(dir);
+        if (got == 0)
+            return;
+    }
+    struct rlimit lim;
+    long max = getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_max < (1u << 20) ? (long)lim.rlim_max : 1 << 20;
+    for (long fd = ISO_HELPER_CHANNEL_FD + 1; fd < max; fd++)
+        close((int)fd);
+}
+
 int main(int argc, char **argv)
 {
     /* A clean slate whatever the host had (DESIGN.md §2): default dispositions (an ignored SIGCHLD would
@@ -674,10 +709,7 @@ int main(int argc, char **argv)
     if (getsockopt(channel, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0 || type != SOCK_SEQPACKET)
         return 2; /* not started by the library */
     fcntl(channel, F_SETFD, FD_CLOEXEC);
-    /* Nothing but stdio (/dev/null) and the channel. */
-    if (syscall(SYS_close_range, ISO_HELPER_CHANNEL_FD + 1, ~0U, 0) != 0)
-        for (int fd = ISO_HELPER_CHANNEL_FD + 1; fd < 65536; fd++)
-            close(fd);
+    close_above_channel();
 
     self_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
     epfd = epoll_create1(EPOLL_CLOEXEC);

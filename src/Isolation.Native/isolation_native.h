@@ -345,7 +345,9 @@ int IsolationNative_WriteProcFile(int pid, const char *name, const char *text, s
 int IsolationNative_PidfdSendSignal(int pidfd, int sig);
 int IsolationNative_WaitReadable(int fd, int timeout_ms);
 int IsolationNative_OpenIdmappedTree(const char *source, int userns_fd, int recursive, uint64_t attr_set);
-int IsolationNative_OpenInitMemfd(const char *path);
+/* How IsolationNative_OpenExecutable made a file executable. */
+enum { ISO_EXEC_MEMFD = 1, ISO_EXEC_TMPFILE = 2, ISO_EXEC_IN_PLACE = 3 };
+int IsolationNative_OpenExecutable(const char *path, int in_place, int *how);
 const char *IsolationNative_LibraryPath(void);
 
 /* Both sides (spec_pack.c). */

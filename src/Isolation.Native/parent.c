@@ -25,6 +25,8 @@
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -108,7 +110,8 @@ static int spawn_clean(const char *file, char *const argv[], int helper_end, pid
  * Host: starts the spawn helper at path and returns the host's end of its channel (close-on-exec, at 3 or
  * above), its pid and a pidfd of it (to reap it once it is gone). The executable runs directly; if its file cannot be executed (the execute bit got lost,
  * or a noexec mount), through its ELF interpreter, which only needs to read it; if that fails too, from a
- * memfd copy (refused where vm.memfd_noexec forbids executable memfds). Returns 0 or the first -errno.
+ * copy (IsolationNative_OpenExecutable: a memfd, or an unnamed file where vm.memfd_noexec refuses executable
+ * memfds). Returns 0 or the first -errno.
  */
 EXPORT int IsolationNative_StartHelper(const char *path, int *channel, int *pid, int *pidfd)
 {
@@ -144,7 +147,8 @@ EXPORT int IsolationNative_StartHelper(const char *path, int *channel, int *pid,
         if (elf_interpreter(path, interp, sizeof interp) == 0)
             rc = spawn_clean(interp, loader, helper_end, &child);
         if (rc < 0) {
-            int mfd = IsolationNative_OpenInitMemfd(path);
+            int how;
+            int mfd = IsolationNative_OpenExecutable(path, 0, &how);
             if (mfd >= 0) {
                 char fd_path[64];
                 snprintf(fd_path, sizeof fd_path, "/proc/self/fd/%d", mfd);
@@ -429,40 +433,138 @@ EXPORT int IsolationNative_PidfdSendSignal(int pidfd, int sig)
     return rc == 0 ? 0 : -errno;
 }
 
-/* Copies the init executable into a sealed memfd, so exec needs no execute bit on the installed file
- * and nothing inside a sandbox can reach the host's copy through /proc/1/exe (runc CVE-2019-5736). */
-EXPORT int IsolationNative_OpenInitMemfd(const char *path)
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
+#ifndef F_SEAL_EXEC
+#define F_SEAL_EXEC 0x0020
+#endif
+
+/* Copies src (size bytes) into out; returns 0 or -errno. */
+static int copy_file(int out, int src, off_t size)
+{
+    for (off_t off = 0; off < size;) {
+        ssize_t n = sendfile(out, src, &off, (size_t)(size - off));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EIO;
+    }
+    return 0;
+}
+
+/*
+ * A sealed, executable memfd copy of src. MFD_EXEC (Linux 6.3) asks for an executable memfd where
+ * vm.memfd_noexec=1 would otherwise seal it non-executable (fchmod then fails with EPERM); an older kernel
+ * refuses the flag with EINVAL and has no such sysctl. vm.memfd_noexec=2 refuses MFD_EXEC (EACCES).
+ */
+static int exec_memfd(int src, off_t size)
+{
+    int mfd = memfd_create("isolation-exec", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+    if (mfd < 0 && errno == EINVAL)
+        mfd = memfd_create("isolation-exec", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    mfd = above_stdio(mfd);
+    if (mfd < 0)
+        return -errno;
+    int rc = copy_file(mfd, src, size);
+    if (rc == 0 && fchmod(mfd, 0555) != 0)
+        rc = -errno;
+    if (rc == 0 && fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) != 0)
+        rc = -errno;
+    if (rc == 0) {
+        fcntl(mfd, F_ADD_SEALS, F_SEAL_EXEC); /* 6.3+: the mode can no longer change */
+        fcntl(mfd, F_ADD_SEALS, F_SEAL_SEAL);
+        return mfd;
+    }
+    close(mfd);
+    return rc;
+}
+
+/* Whether the file system behind fd allows exec (not mounted noexec). */
+static int exec_allowed_on(int fd)
+{
+    struct statfs sfs;
+    return fstatfs(fd, &sfs) == 0 && !(sfs.f_flags & ST_NOEXEC);
+}
+
+/*
+ * An unnamed copy of src in the first temp directory that allows exec ($TMPDIR, /dev/shm, /tmp), opened
+ * read-only (no writer left, or exec fails with ETXTBSY): like a memfd, nothing else can reach it.
+ */
+static int exec_tmpfile(int src, off_t size)
+{
+    const char *dirs[] = { getenv("TMPDIR"), "/dev/shm", "/tmp" };
+    int rc = -ENOENT;
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        if (dirs[i] == NULL || dirs[i][0] != '/')
+            continue;
+        int fd = open(dirs[i], O_TMPFILE | O_RDWR | O_CLOEXEC, 0700);
+        if (fd < 0) {
+            rc = -errno;
+            continue;
+        }
+        char self[64];
+        snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+        int ro = -1;
+        rc = exec_allowed_on(fd) ? copy_file(fd, src, size) : -EACCES;
+        if (rc == 0 && fchmod(fd, 0555) != 0)
+            rc = -errno;
+        if (rc == 0 && (ro = above_stdio(open(self, O_RDONLY | O_CLOEXEC))) < 0)
+            rc = -errno;
+        close(fd);
+        if (ro >= 0)
+            return ro;
+    }
+    return rc;
+}
+
+/* An O_PATH descriptor of the file itself, when everyone may execute it and its mount allows exec. */
+static int exec_in_place(const char *path)
+{
+    int fd = above_stdio(open(path, O_PATH | O_CLOEXEC));
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111) == 0111 && exec_allowed_on(fd))
+        return fd;
+    close(fd);
+    return -EACCES;
+}
+
+/*
+ * Host: a descriptor of the executable at path that execveat(fd, "", AT_EMPTY_PATH) runs, close-on-exec
+ * and at 3 or above, whatever vm.memfd_noexec says (0, 1 or 2: it is per PID namespace). In order: a
+ * sealed memfd copy (no execute bit needed on the installed file, and nothing inside a sandbox can reach
+ * the host's copy through /proc/1/exe: runc CVE-2019-5736); an unnamed copy in a temp directory that
+ * allows exec; with in_place, the file itself (O_PATH), when everyone may execute it. *how says which
+ * (ISO_EXEC_*). Returns the descriptor, or the memfd's -errno when every way failed.
+ */
+EXPORT int IsolationNative_OpenExecutable(const char *path, int in_place, int *how)
 {
     int src = open(path, O_RDONLY | O_CLOEXEC);
     if (src < 0)
         return -errno;
-    int mfd = above_stdio(memfd_create("isolation-init", MFD_CLOEXEC | MFD_ALLOW_SEALING));
-    if (mfd < 0) {
+    struct stat st;
+    if (fstat(src, &st) != 0) {
         int err = errno;
         close(src);
         return -err;
     }
-    struct stat st;
-    if (fstat(src, &st) != 0)
-        goto fail;
-    for (off_t off = 0; off < st.st_size;) {
-        ssize_t n = sendfile(mfd, src, &off, (size_t)(st.st_size - off));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            goto fail;
+    int first = exec_memfd(src, st.st_size);
+    int fd = first;
+    *how = ISO_EXEC_MEMFD;
+    if (fd < 0) {
+        fd = exec_tmpfile(src, st.st_size);
+        *how = ISO_EXEC_TMPFILE;
     }
-    if (fchmod(mfd, 0555) != 0)
-        goto fail;
-    if (fcntl(mfd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) != 0)
-        goto fail;
+    if (fd < 0 && in_place) {
+        fd = exec_in_place(path);
+        *how = ISO_EXEC_IN_PLACE;
+    }
     close(src);
-    return mfd;
-fail:;
-    int err = errno ? errno : EIO;
-    close(src);
-    close(mfd);
-    return -err;
+    if (fd < 0)
+        *how = 0;
+    return fd >= 0 ? fd : first;
 }
 
 /*

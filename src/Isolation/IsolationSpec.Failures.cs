@@ -84,7 +84,13 @@ public sealed partial class IsolationSpec
                     _ => null,
                 });
             case SetupStep.ExecInit:
-                return new SandboxSetupException(step, "exec isolation-init", errno, InitExecutable.Path, "the init is executed from a sealed memfd; check that execveat works here");
+                return new SandboxSetupException(step, $"exec isolation-init {InitExecutable.How}", errno, InitExecutable.Path, errno switch
+                {
+                    _ when errno == EACCES && InitExecutable.How.StartsWith("from /", StringComparison.Ordinal) =>
+                        $"the sandbox may not execute {InitExecutable.Path} (a Landlock rule or its user's permissions); allow executing it, or let the init run from a memfd (sysctl vm.memfd_noexec=0 or 1)",
+                    _ when errno == EACCES => "the kernel refused to execute the init's copy; check sysctl vm.memfd_noexec and any Landlock or seccomp rules",
+                    _ => "check that execveat works here (a seccomp filter may refuse it)",
+                });
             case SetupStep.WorkingDirectory:
                 return new SandboxSetupException(step, $"chdir {_state.WorkingDirectory}", errno, _state.WorkingDirectory,
                     errno == ENOENT ? "the working directory does not exist inside the sandbox" : null);

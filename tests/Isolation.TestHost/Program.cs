@@ -4,6 +4,7 @@ using Isolation.TestHost;
 // isolation-testhost report            print what this process sees, as JSON
 // isolation-testhost spawn [opts] -- program args...   run a sandbox with the library, print the outcome as JSON
 // isolation-testhost statuses|dumpable|closed-stdio|hold|storm|pipe-file|subreaper ...   be a host under a fault (HostFaults.cs)
+// isolation-testhost leaked-fds --close-range-errno N   leak descriptors, make close_range fail, start one (Descriptors.cs)
 return args switch
 {
     ["report", ..] => Report.Run(args[1..]),
@@ -17,6 +18,7 @@ return args switch
     ["storm", ..] => HostFaults.Storm(args[1..]),
     ["pipe-file", ..] => HostFaults.PipeFile(args[1..]),
     ["subreaper", ..] => HostFaults.Subreaper(args[1..]),
+    ["leaked-fds", ..] => Descriptors.LeakedFds(args[1..]),
     _ => Usage(),
 };
 

@@ -250,9 +250,16 @@ internal static unsafe partial class Interop
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_WaitReadable")]
     internal static partial int IsolationNative_WaitReadable(int fd, int timeoutMs);
 
-    /// <returns>A sealed memfd holding a copy of the file at <paramref name="path"/>; -errno on failure.</returns>
-    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_OpenInitMemfd")]
-    internal static partial int IsolationNative_OpenInitMemfd(byte* path);
+    /// <summary>How <see cref="IsolationNative_OpenExecutable"/> made the file executable (ISO_EXEC_*).</summary>
+    internal const int ISO_EXEC_MEMFD = 1, ISO_EXEC_TMPFILE = 2, ISO_EXEC_IN_PLACE = 3;
+
+    /// <returns>
+    /// A descriptor execveat(AT_EMPTY_PATH) runs: a sealed memfd copy of the file at <paramref name="path"/>, else an
+    /// unnamed copy in a temp directory that allows exec, else (with <paramref name="inPlace"/>) an O_PATH descriptor of
+    /// the file itself; <paramref name="how"/> says which. The memfd's -errno when every way failed.
+    /// </returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_OpenExecutable")]
+    internal static partial int IsolationNative_OpenExecutable(byte* path, int inPlace, int* how);
 
     /// <returns>The host's Landlock ABI version (1 or more); -EOPNOTSUPP when Landlock is built in but disabled at boot; -ENOSYS when the kernel lacks it.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_LandlockAbi")]

@@ -1,4 +1,5 @@
 using Isolation.Tests.Infrastructure;
+using Isolation.TestHost;
 
 namespace Isolation.Tests.Integration;
 
@@ -63,6 +64,86 @@ public sealed class InitTests
         Assert.Equal("ENOENT", e.ErrnoName);
         await Task.CompletedTask;
     }
+
+    // --- vm.memfd_noexec (hardened hosts): the sysctl is per PID namespace and a child namespace may only raise
+    // it, so each case runs a host of the library as PID 1 of a private PID namespace that set it first. ---
+
+    private const string MemfdNoexec = "/proc/sys/vm/memfd_noexec";
+
+    /// <summary>
+    /// unshare makes a PID namespace (and, with --mount-proc, a private mount namespace) whose first process sets
+    /// vm.memfd_noexec there, runs <paramref name="steps"/> (shell commands), then execs the test host.
+    /// </summary>
+    private static string[] UnderMemfdNoexec(int mode, params string[] steps) =>
+        ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "/bin/sh", "-c",
+            string.Join(" && ", [$"echo {mode} > {MemfdNoexec}", .. steps, "exec \"$@\""]), "sh"];
+
+    /// <summary>Shell steps that leave no temp directory where exec is allowed (noexec tmpfs on /tmp and /dev/shm, TMPDIR=/tmp).</summary>
+    private static readonly string[] NoExecTempDirectories =
+        ["mount -t tmpfs -o noexec tmpfs /tmp", "mount -t tmpfs -o noexec tmpfs /dev/shm", "export TMPDIR=/tmp"];
+
+    private static readonly string[] InitReport =
+        ["/bin/sh", "-c", $"echo $$; cat /proc/1/comm; cat {MemfdNoexec}; (sh -c 'sleep 0.2 &' ); sleep 0.6; grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l; readlink /proc/1/exe"];
+
+    private static void RequireMemfdNoexec()
+    {
+        Host.RequireRoot();
+        Assert.SkipUnless(File.Exists("/usr/bin/unshare"), "needs unshare (util-linux) for a private PID namespace");
+        Assert.SkipUnless(File.Exists(MemfdNoexec), "the kernel has no vm.memfd_noexec sysctl (Linux 6.3+)");
+    }
+
+    [Theory]
+    [InlineData(0, true)]
+    [InlineData(1, true)]
+    [InlineData(2, false)] // an unnamed copy (O_TMPFILE) in the first temp directory that allows exec
+    public void With_init_sandboxes_start_and_reap_whatever_vm_memfd_noexec_says(int mode, bool fromMemfd)
+    {
+        RequireMemfdNoexec();
+        string before = File.ReadAllText(MemfdNoexec);
+
+        SpawnOutcome outcome = RunInitUnder(UnderMemfdNoexec(mode, "unset TMPDIR"));
+
+        Assert.True(outcome.Started, $"no start under vm.memfd_noexec={mode}: {outcome.Error?.Message}");
+        string[] lines = outcome.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Trim()).ToArray();
+        Assert.Equal(["2", "isolation-init", mode.ToString(), "0"], lines[..4]);
+        Assert.True(fromMemfd ? lines[4].StartsWith("/memfd:", StringComparison.Ordinal) : lines[4].EndsWith("(deleted)", StringComparison.Ordinal) && lines[4].Contains("/#", StringComparison.Ordinal),
+            $"the init ran from {lines[4]}");
+        Assert.Equal(0, outcome.ExitCode);
+        Assert.Equal(before, File.ReadAllText(MemfdNoexec)); // the host's own value is untouched
+    }
+
+    [Fact]
+    public void With_init_and_no_executable_memfd_nor_temp_directory_the_shipped_init_runs_in_place()
+    {
+        RequireMemfdNoexec();
+
+        SpawnOutcome outcome = RunInitUnder(UnderMemfdNoexec(2, NoExecTempDirectories));
+
+        Assert.True(outcome.Started, $"no start: {outcome.Error?.Message}");
+        string[] lines = outcome.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Trim()).ToArray();
+        Assert.Equal(["2", "isolation-init", "2", "0", Path.Combine(TestHostRunner.Directory, "isolation-init")], lines);
+    }
+
+    [Fact]
+    public void With_init_where_no_way_can_work_the_error_names_the_sysctl()
+    {
+        RequireMemfdNoexec();
+
+        // ISOLATION_INIT_PATH names a copy that nobody may execute (mode 0644, on a noexec tmpfs).
+        SpawnOutcome outcome = RunInitUnder(UnderMemfdNoexec(2, [.. NoExecTempDirectories,
+            $"cp {Path.Combine(TestHostRunner.Directory, "isolation-init")} /tmp/init", "chmod 0644 /tmp/init", "export ISOLATION_INIT_PATH=/tmp/init"]));
+
+        Assert.False(outcome.Started);
+        Assert.NotNull(outcome.Error);
+        Assert.Equal(nameof(SetupStep.LoadInit), outcome.Error.Step);
+        Assert.Contains("/tmp/init", outcome.Error.Message);
+        Assert.Contains("vm.memfd_noexec=2", outcome.Error.Hint);
+        Assert.Contains("ISOLATION_INIT_PATH", outcome.Error.Hint);
+    }
+
+    private static SpawnOutcome RunInitUnder(string[] launcher) =>
+        FaultHost.Run(ReportJson.Default.SpawnOutcome, TimeSpan.FromSeconds(60), launcher,
+            ["spawn", "--ns", "user,pid,mount", "--map-root", "--proc", "/proc", "--init", "--", .. InitReport]);
 
     [Fact]
     public async Task Without_init_a_signal_without_a_handler_does_not_kill_pid_1_from_inside()
