@@ -17,6 +17,9 @@ return args switch
     ["storm", ..] => HostFaults.Storm(args[1..]),
     ["pipe-file", ..] => HostFaults.PipeFile(args[1..]),
     ["subreaper", ..] => HostFaults.Subreaper(args[1..]),
+    ["cgroup-hold", ..] => CgroupLeftovers.Hold(args[1..]),
+    ["cgroup-storm", ..] => CgroupLeftovers.Storm(args[1..]),
+    ["cgroup-reclaim", ..] => CgroupLeftovers.Reclaim(args[1..]),
     _ => Usage(),
 };
 
