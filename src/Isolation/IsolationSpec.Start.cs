@@ -41,6 +41,8 @@ public sealed unsafe partial class IsolationSpec
             if (argument.Contains('\0'))
                 throw new ArgumentException($"Argument '{argument.Replace("\0", "\\0")}' contains a NUL character; arguments cannot hold NUL.", nameof(arguments));
         }
+        KernelLimits.CheckExecStrings(program, _state.Argv0 ?? program, arguments, _environment, _environmentBytes,
+            KernelLimits.StackLimitOf(_state.Rlimits));
         for (int attempt = 0; ; attempt++)
         {
             SpawnHelper helper = SpawnHelper.Rent();

@@ -38,6 +38,10 @@ public sealed unsafe partial class IsolationSpec
     private readonly iso_spawn_request* _template;
     private readonly iso_op* _ops;
 
+    // The program's environment and its bytes with each NUL, for the execve(2) limits checked at Start (KernelLimits.cs).
+    private readonly List<string> _environment;
+    private readonly long _environmentBytes;
+
     internal IsolationSpec(BuilderState state)
     {
         _state = state;
@@ -48,6 +52,8 @@ public sealed unsafe partial class IsolationSpec
 
         List<string> environment = new EnvironmentBuilder(state.ClearEnvironment, state.EnvironmentChanges)
             .Resolve(Environment.GetEnvironmentVariables());
+        _environment = environment;
+        _environmentBytes = environment.Sum(e => System.Text.Encoding.UTF8.GetByteCount(e) + 1L);
         string searchPath = environment.Find(e => e.StartsWith("PATH=", StringComparison.Ordinal))?[5..] ?? DefaultSearchPath;
         string? timeOffsets = state.Namespaces.HasFlag(Namespaces.Time)
             ? $"monotonic {Offset(state.MonotonicOffset)}\nboottime {Offset(state.BoottimeOffset)}\n"

@@ -271,6 +271,7 @@ public sealed class NamespaceBuilder
         foreach (Rlimit rlimit in s.Rlimits)
             rlimit.Validate();
         SecurityCompiler.Validate(s); // security: capabilities, seccomp, Landlock, nested user namespaces
+        KernelLimits.Validate(s); // sizes the kernel refuses: paths, the timeout
     }
 }
 

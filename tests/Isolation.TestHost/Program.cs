@@ -19,6 +19,9 @@ return args switch
     ["pipe-file", ..] => HostFaults.PipeFile(args[1..]),
     ["subreaper", ..] => HostFaults.Subreaper(args[1..]),
     ["leaked-fds", ..] => Descriptors.LeakedFds(args[1..]),
+    ["cgroup-hold", ..] => CgroupLeftovers.Hold(args[1..]),
+    ["cgroup-storm", ..] => CgroupLeftovers.Storm(args[1..]),
+    ["cgroup-reclaim", ..] => CgroupLeftovers.Reclaim(args[1..]),
     _ => Usage(),
 };
 

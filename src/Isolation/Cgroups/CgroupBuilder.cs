@@ -40,7 +40,8 @@ public sealed class CgroupBuilder
     {
         long periodUs = period is { } p ? (long)p.TotalMicroseconds : 100_000;
         // A non-finite or non-positive fraction becomes quota 0, which Build() rejects with the range.
-        long quota = double.IsFinite(cpus) && cpus > 0 ? (long)Math.Round(cpus * periodUs) : 0;
+        // A fraction too large for a quota becomes long.MaxValue, which Build() rejects with the kernel's maximum.
+        long quota = double.IsFinite(cpus) && cpus > 0 ? cpus * periodUs >= long.MaxValue ? long.MaxValue : (long)Math.Round(cpus * periodUs) : 0;
         return Set(l => l with { CpuQuotaMicroseconds = quota, CpuPeriodMicroseconds = periodUs });
     }
 

@@ -60,6 +60,12 @@ public sealed record CgroupLimits
             yield return "io";
     }
 
+    /// <summary>PID_MAX_LIMIT on 64-bit (linux/threads.h): pids.max takes 0 to this ("max" beyond), else EINVAL.</summary>
+    internal const long PID_MAX_LIMIT = 4 * 1024 * 1024;
+
+    /// <summary>max_cfs_runtime (kernel/sched/core.c): 2^44 - 1 µs; cpu.max and cpu.cfs_quota_us refuse more with EINVAL.</summary>
+    internal const long MaxCpuQuotaMicroseconds = (1L << 44) - 1;
+
     /// <summary>Checks every value; throws <see cref="ArgumentException"/> saying what to do.</summary>
     internal void Validate()
     {
@@ -75,10 +81,14 @@ public sealed record CgroupLimits
             throw new ArgumentException($"MemoryHigh({MemoryHigh}) is above MemoryMax({MemoryMax}); the throttling threshold must not exceed the hard limit.");
         if (PidsMax is < 1)
             throw new ArgumentException($"PidsMax({PidsMax}) must be at least 1: the program itself is a task.");
+        if (PidsMax is > PID_MAX_LIMIT)
+            throw new ArgumentException($"PidsMax({PidsMax}) is above {PID_MAX_LIMIT}, the most pids a system can have (PID_MAX_LIMIT) and the largest value pids.max takes; leave PidsMax unset for no limit.");
         if (CpuPeriodMicroseconds is < 1000 or > 1_000_000)
             throw new ArgumentException($"A CPU period of {CpuPeriodMicroseconds} µs is outside 1000–1000000 µs, the kernel's range for cpu.max.");
         if (CpuQuotaMicroseconds is < 1000)
             throw new ArgumentException($"A CPU quota of {CpuQuotaMicroseconds} µs is below the kernel's minimum of 1000 µs; raise the fraction or lengthen the period.");
+        if (CpuQuotaMicroseconds is > MaxCpuQuotaMicroseconds)
+            throw new ArgumentException($"A CPU quota of {CpuQuotaMicroseconds} µs is above the kernel's maximum of {MaxCpuQuotaMicroseconds} µs (max_cfs_runtime, about 203 days per period); leave CpuMax unset for no limit.");
         if (CpuWeight is < 1 or > 10000)
             throw new ArgumentException($"CpuWeight({CpuWeight}) is outside 1–10000 (cpu.weight; 100 is the default).");
         if (IoWeight is < 1 or > 10000)

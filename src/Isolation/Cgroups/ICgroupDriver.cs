@@ -1,5 +1,3 @@
-using System.Security.Cryptography;
-
 namespace Isolation.Cgroups;
 
 /// <summary>
@@ -61,9 +59,13 @@ internal static class CgroupDriver
         _ => new NoCgroupDriver(),
     };
 
-    /// <summary>A name no other sandbox has, now or before: after cgroup.kill the kernel kills anything later cloned into the same cgroup.</summary>
+    /// <summary>
+    /// A name no other sandbox has, now or before (after cgroup.kill the kernel kills anything later cloned into
+    /// the same cgroup): isolation-{pid}-{n}-{token}, the token being this process's random ownership token
+    /// (<see cref="CgroupOwner"/>), which also lets a reclaimer find it after a crash.
+    /// </summary>
     public static string NewName() =>
-        $"isolation-{Environment.ProcessId}-{Interlocked.Increment(ref s_counter)}-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4))}";
+        $"isolation-{Environment.ProcessId}-{Interlocked.Increment(ref s_counter)}-{CgroupOwner.Current.Token}";
 
     /// <summary>
     /// Where to create: the requested parent; else the caller's own cgroup when it is writable (a delegated
@@ -106,6 +108,7 @@ internal static class CgroupDriver
         {
             string parent = MakeParents(mountDir, parentDirectory);
             prepareParent?.Invoke(parent);
+            CgroupOwner.Current.Record(parent, name); // before the mkdir: a crash right after it leaves a cgroup its lock file points to
             try
             {
                 string dir = Path.Join(parent, name);

@@ -26,6 +26,7 @@ public sealed unsafe partial class IsolationSpec
         if (_state.Cgroup is not { } settings)
             return (NoCgroup.Instance, null);
         _cgroupDriver ??= CgroupDriver.For(CgroupLayout.Host);
+        IsolationCgroups.ReclaimOnFirstUse(_logger); // once per process: the leftovers of dead owners (DESIGN.md §3a)
         try
         {
             ICgroup cgroup = _cgroupDriver.Create(settings, CgroupDriver.NewName());

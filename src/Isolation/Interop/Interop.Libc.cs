@@ -36,6 +36,20 @@ internal static unsafe partial class Interop
     [LibraryImport("libc", EntryPoint = "rmdir", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int rmdir_path(string path);
 
+    /// <returns>0; -1 with errno.</returns>
+    [LibraryImport("libc", EntryPoint = "rename", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int rename_path(string from, string to);
+
+    /// <returns>0; -1 with errno (ENOENT when it is gone).</returns>
+    [LibraryImport("libc", EntryPoint = "unlink", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int unlink_path(string path);
+
+    internal const int LOCK_EX = 2, LOCK_NB = 4;
+
+    /// <returns>0 once the lock is held; -1 with errno (EWOULDBLOCK with LOCK_NB: another open file description holds it).</returns>
+    [LibraryImport("libc", EntryPoint = "flock", SetLastError = true)]
+    internal static partial int flock(int fd, int operation);
+
     /// <returns>0 when access is allowed; -1 with errno.</returns>
     [LibraryImport("libc", EntryPoint = "access", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int access_path(string path, int mode);

@@ -28,9 +28,12 @@ public static class CgroupHost
     }
 
     /// <summary>Every cgroup directory, in every hierarchy, that a sandbox of this test process created and that still exists.</summary>
-    public static string[] LeftOver()
+    public static string[] LeftOver() => LeftOver(Environment.ProcessId);
+
+    /// <summary>Every cgroup directory, in every hierarchy, that a sandbox of process <paramref name="pid"/> created and that still exists.</summary>
+    public static string[] LeftOver(int pid)
     {
-        string prefix = $"isolation-{Environment.ProcessId}-";
+        string prefix = $"isolation-{pid}-";
         var mounts = new List<(string Mount, string Own)>();
         if (Layout.V2MountPoint is { } v2)
             mounts.Add((v2, Layout.V2Directory(Layout.V2OwnPath)));
