@@ -124,6 +124,13 @@ internal sealed class UnshareOptions
             b = b.MapUsers(m.Inside, m.Outside, m.Count);
         foreach (IdMap m in Ranges(groupsSpec, mapGroup, egid, "/etc/subgid", "gid"))
             b = b.MapGroups(m.Inside, m.Outside, m.Count);
+        // unshare -U as root, without a uid (or gid) map: the program shows as the overflow id (65534) but would
+        // keep host uid (gid) 0, reading and writing root's files. The library refuses that; here the program
+        // really becomes 65534 (nobody), which is what it shows.
+        if (ns.HasFlag(Namespaces.User) && euid == 0 && mapUser is null && usersSpec is null)
+            b = b.MapUsers(Overflow, Overflow, 1);
+        if (ns.HasFlag(Namespaces.User) && euid == 0 && mapGroup is null && groupsSpec is null)
+            b = b.MapGroups(Overflow, Overflow, 1);
 
         string? setgroups = r.GetValue(Setgroups);
         if (mapGroup is not null && setgroups == "allow")
@@ -204,6 +211,9 @@ internal sealed class UnshareOptions
     }
 
     /// <summary>The id map lines for one kind: the single id (-r, -c, --map-user) and the range (--map-users or auto).</summary>
+    /// <summary>The id a user namespace shows for an unmapped one (/proc/sys/kernel/overflowuid).</summary>
+    private const uint Overflow = 65534;
+
     private static List<IdMap> Ranges(string? spec, uint? single, uint ownOutside, string subordinateFile, string kind)
     {
         var maps = new List<IdMap>();

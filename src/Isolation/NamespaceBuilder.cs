@@ -220,7 +220,8 @@ public sealed class NamespaceBuilder
     public IsolationSpec Build()
     {
         Validate(_state);
-        return new IsolationSpec(_state);
+        return new IsolationSpec(MappedIdentity.Resolve(_state)); // the identity the child switches to after its maps
+
     }
 
     private NamespaceBuilder With(BuilderState state) => new(state);

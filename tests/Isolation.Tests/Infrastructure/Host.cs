@@ -110,3 +110,24 @@ public static class Host
 
     [DllImport("libc")] private static extern uint geteuid();
 }
+
+/// <summary>A 0600 file of host root's in a 0755 root-owned directory: what a sandbox must not read, nor write beside.</summary>
+public sealed class RootSecret : IDisposable
+{
+    public RootSecret()
+    {
+        if (!OperatingSystem.IsLinux())
+            throw new PlatformNotSupportedException();
+        Directory = System.IO.Directory.CreateTempSubdirectory("iso-secret-").FullName;
+        Path = System.IO.Path.Combine(Directory, "secret");
+        File.WriteAllText(Path, "root only\n");
+        File.SetUnixFileMode(Path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        File.SetUnixFileMode(Directory, (UnixFileMode)0x1ED);
+    }
+
+    public string Directory { get; }
+
+    public string Path { get; }
+
+    public void Dispose() => System.IO.Directory.Delete(Directory, recursive: true);
+}

@@ -53,6 +53,20 @@ public sealed class IsolateUnshareTests
         Assert.Equal(expected.Stdout, actual.Stdout);
     }
 
+    [Fact]
+    public async Task As_root_isolate_unshare_U_without_maps_is_really_the_overflow_user_not_host_root()
+    {
+        Host.RequireRoot();
+        // util-linux unshare -U shows uid 65534 but keeps host uid 0 (it reads root's 0600 files); isolate
+        // maps 65534 to 65534 and switches to it, so the program is what it shows.
+        using var secret = new RootSecret();
+        Outcome o = await RunAsync(Isolate, ["unshare", "-U", "/bin/sh", "-c", $"id -u; cat {secret.Path} && echo READ; true"], unprivileged: false);
+
+        Assert.Equal(0, o.ExitCode);
+        Assert.StartsWith("65534\n", o.Stdout);
+        Assert.DoesNotContain("READ", o.Stdout);
+    }
+
     [Theory]
     [InlineData("nosuch-program-xyz", 127)] // errexec: not found
     [InlineData("/etc", 126)] // errexec: cannot execute
