@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 using Isolation.Tests.Infrastructure;
+using Isolation.TestHost;
 
 namespace Isolation.Tests.Integration;
 
@@ -230,5 +231,35 @@ public sealed class RunAsyncTests
             Assert.Equal($"{i}\n", results[i].StandardError);
         }
         Assert.Empty(Host.Leftovers());
+    }
+}
+
+/// <summary>RunAsync by an unprivileged caller (uid 65534 through setpriv).</summary>
+public sealed class RunAsyncUnprivilegedTests
+{
+    [Fact]
+    public void An_unprivileged_caller_runs_the_untrusted_preset_and_gets_output_and_input()
+    {
+        Host.RequireUnprivilegedRunner();
+        SpawnOutcome outcome = TestHostRunner.SpawnUnprivileged("--run-async", "--untrusted", "--cgroup-best-effort",
+            "--", "/bin/sh", "-c", "read l; echo \"$l $(id -u)\"; echo err >&2; exit 5");
+
+        Assert.True(outcome.Started, outcome.Error?.Message);
+        Assert.Equal("input 0\n", outcome.Stdout);
+        Assert.Equal("err\n", outcome.Stderr);
+        Assert.Equal(5, outcome.ExitCode);
+    }
+
+    [Fact]
+    public void Without_cgroup_delegation_explicit_limits_make_an_unprivileged_run_refuse()
+    {
+        Host.RequireUnprivilegedRunner();
+        SpawnOutcome outcome = TestHostRunner.SpawnUnprivileged("--run-async", "--ns", "user,pid", "--map-root", "--memory-max", "67108864", "--pids-max", "32",
+            "--", "/bin/true");
+
+        Assert.False(outcome.Started);
+        Assert.Equal("Cgroup", outcome.Error!.Step);
+        Assert.Contains("Delegate=yes", outcome.Error.Hint);
+        Assert.Equal(outcome.FdsBefore, outcome.FdsAfter);
     }
 }
