@@ -29,7 +29,30 @@ public sealed unsafe partial class IsolationSpec
     /// nothing left behind. <paramref name="program"/> without a '/' is searched in the sandbox's PATH.
     /// The sandbox is owned by this process: it is killed when this process dies.
     /// </summary>
-    public IsolatedProcess Start(string program, params ReadOnlySpan<string> arguments)
+    public IsolatedProcess Start(string program, params ReadOnlySpan<string> arguments) => StartCore(program, arguments, null);
+
+    /// <summary>
+    /// Starts <paramref name="program"/> as <see cref="Start(string, ReadOnlySpan{string})"/> does, for a caller that can
+    /// give up on the setup. Setup is synchronous and takes milliseconds, so the token is checked before it and
+    /// when it has ended: a start cancelled meanwhile kills the new sandbox and throws
+    /// <see cref="OperationCanceledException"/> once it is gone. Once this returns, the token has no effect on the
+    /// sandbox (use <see cref="IsolatedProcess.Kill"/> or dispose it).
+    /// </summary>
+    public IsolatedProcess Start(string program, IReadOnlyList<string> arguments, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(arguments);
+        cancellationToken.ThrowIfCancellationRequested();
+        IsolatedProcess process = StartCore(program, AsSpan(arguments), null);
+        if (cancellationToken.IsCancellationRequested)
+        {
+            process.Dispose(); // kills it and waits until it is gone
+            cancellationToken.ThrowIfCancellationRequested();
+        }
+        return process;
+    }
+
+    /// <summary>Starts with the standard streams chosen per start instead of the spec's (RunAsync, ListenAsync).</summary>
+    internal IsolatedProcess StartCore(string program, ReadOnlySpan<string> arguments, StdioChoice? stdioChoice)
     {
         ArgumentException.ThrowIfNullOrEmpty(program);
         if (program.Contains('\0'))
@@ -48,7 +71,7 @@ public sealed unsafe partial class IsolationSpec
             SpawnHelper helper = SpawnHelper.Rent();
             try
             {
-                return StartWith(helper, program, arguments);
+                return StartWith(helper, program, arguments, stdioChoice);
             }
             catch (SandboxSetupException e) when (attempt == 0 && e.Step == SetupStep.SpawnHelper && SpawnHelper.MeansGone(e.Errno))
             {
@@ -63,7 +86,7 @@ public sealed unsafe partial class IsolationSpec
     }
 
     /// <summary>Starts through <paramref name="helper"/> (tests: a helper started from another copy of the executable).</summary>
-    internal IsolatedProcess StartWith(SpawnHelper helper, string program, ReadOnlySpan<string> arguments)
+    internal IsolatedProcess StartWith(SpawnHelper helper, string program, ReadOnlySpan<string> arguments, StdioChoice? stdioChoice = null)
     {
         uint specId = DefinedIn(helper);
         int initFd = _state.Init ? InitExecutable.GetFd() : -1;
@@ -90,7 +113,7 @@ public sealed unsafe partial class IsolationSpec
         {
             // Step 1: the sandbox's new cgroup, limits written, before clone (IsolationSpec.Cgroups.cs).
             (cgroup, cgroupError) = CreateCgroup();
-            stdio.Open(_state);
+            stdio.Open(stdioChoice ?? new StdioChoice(_state.Stdin, _state.Stdout, _state.Stderr));
             int rc = IsolationNative_StatusSocket(&statusFd, &helperEnd);
             if (rc < 0)
                 throw new SandboxSetupException(SetupStep.SpawnHelper, "create the status socket of a spawn", -rc);

@@ -25,14 +25,14 @@ internal unsafe struct StdioSet : IDisposable
 
     private bool _inherit0, _inherit1, _inherit2;
 
-    public void Open(BuilderState state)
+    public void Open(StdioChoice choice)
     {
-        (_child0, _parent0) = OpenOne(state.Stdin, 0);
-        (_child1, _parent1) = OpenOne(state.Stdout, 1);
-        (_child2, _parent2) = OpenOne(state.Stderr, 2);
-        _inherit0 = state.Stdin.Kind == Stdio.StdioKind.Inherit;
-        _inherit1 = state.Stdout.Kind == Stdio.StdioKind.Inherit;
-        _inherit2 = state.Stderr.Kind == Stdio.StdioKind.Inherit;
+        (_child0, _parent0) = OpenOne(choice.Input, 0);
+        (_child1, _parent1) = OpenOne(choice.Output, 1);
+        (_child2, _parent2) = OpenOne(choice.Error, 2);
+        _inherit0 = choice.Input.Kind == Stdio.StdioKind.Inherit;
+        _inherit1 = choice.Output.Kind == Stdio.StdioKind.Inherit;
+        _inherit2 = choice.Error.Kind == Stdio.StdioKind.Inherit;
     }
 
     /// <summary>The descriptor to send for the child's fd <paramref name="which"/>, or -1 to leave the helper's /dev/null.</summary>
@@ -135,3 +135,6 @@ internal unsafe struct StdioSet : IDisposable
         fd = -1;
     }
 }
+
+/// <summary>Where one start's standard input, output and error go: the spec's, or a run's own (IsolationSpec.Run.cs).</summary>
+internal readonly record struct StdioChoice(Stdio Input, Stdio Output, Stdio Error);

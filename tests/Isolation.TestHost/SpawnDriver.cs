@@ -14,6 +14,9 @@ internal static class SpawnDriver
         var outcome = new SpawnOutcome();
         try
         {
+            bool runAsync = args.Length > 0 && args[0] == "--run-async"; // IsolationSpec.RunAsync instead of Start
+            if (runAsync)
+                args = args[1..];
             int separator = Array.IndexOf(args, "--");
             if (separator < 0 || separator == args.Length - 1)
                 throw new ArgumentException("spawn needs -- program [args...]");
@@ -23,7 +26,10 @@ internal static class SpawnDriver
             string[] arguments = args[(separator + 2)..];
             try
             {
-                await RunOnceAsync(spec, program, arguments, outcome);
+                if (runAsync)
+                    await RunToEndAsync(spec, program, arguments, outcome);
+                else
+                    await RunOnceAsync(spec, program, arguments, outcome);
             }
             catch (SandboxSetupException)
             {
@@ -58,6 +64,18 @@ internal static class SpawnDriver
         outcome.Reason = status.Reason.ToString();
         outcome.CgroupError = process.CgroupError;
         outcome.CgroupDirectories = [.. process.CgroupDirectories];
+    }
+
+    private static async Task RunToEndAsync(IsolationSpec spec, string program, string[] arguments, SpawnOutcome outcome)
+    {
+        SandboxResult result = await spec.RunAsync(program, arguments, standardInput: "input\n");
+        outcome.Started = true;
+        outcome.Stdout = result.StandardOutput;
+        outcome.Stderr = result.StandardError;
+        outcome.ExitCode = result.Status.ExitCode;
+        outcome.Signal = result.Status.Signal;
+        outcome.Reason = result.Status.Reason.ToString();
+        outcome.CgroupError = result.CgroupError;
     }
 
     private static NamespaceBuilder Configure(NamespaceBuilder b, string[] options)
@@ -132,6 +150,7 @@ public sealed class SpawnOutcome
     public int Signal { get; set; }
     public string? Reason { get; set; }
     public string Stdout { get; set; } = "";
+    public string Stderr { get; set; } = "";
     public SetupError? Error { get; set; }
     public string? ArgumentError { get; set; }
     public string? CgroupError { get; set; }
