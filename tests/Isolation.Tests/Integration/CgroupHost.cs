@@ -106,9 +106,30 @@ public sealed class DelegatedSubtree : IDisposable
         {
             string dir = mount + CgroupPath;
             foreach (string child in Directory.Exists(dir) ? Directory.GetDirectories(dir) : [])
-                Directory.Delete(child);
+                DeleteWhenEmpty(child);
             if (Directory.Exists(dir))
+                DeleteWhenEmpty(dir);
+        }
+    }
+
+    /// <summary>
+    /// Removes a cgroup directory, waiting up to 5 s while it is busy: the driver that ran in the leaf has exited,
+    /// but its spawn helper, which started in the same cgroup, leaves it only when it has seen that exit.
+    /// </summary>
+    private static void DeleteWhenEmpty(string dir)
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            try
+            {
                 Directory.Delete(dir);
+                return;
+            }
+            catch (IOException) when (clock.Elapsed < TimeSpan.FromSeconds(5))
+            {
+                Thread.Sleep(20);
+            }
         }
     }
 
