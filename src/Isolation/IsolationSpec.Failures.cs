@@ -23,6 +23,7 @@ public sealed partial class IsolationSpec
             _ when errno == EUSERS => "user namespaces are nested too deep (the kernel allows 32 levels)",
             _ when errno == EINVAL => "the kernel refused this combination of namespaces",
             _ when errno == ENOMEM || errno == EAGAIN => "the system is out of memory or processes (check ulimit -u and pids limits)",
+            _ when errno == EMFILE || errno == ENFILE => "the spawn helper ran out of file descriptors (it inherits this process's RLIMIT_NOFILE: raise ulimit -n; ENFILE: the system-wide fs.file-max)",
             _ => null,
         };
         return new SandboxSetupException(SetupStep.Clone, $"clone3 with namespaces {_state.Namespaces}", errno, null, hint);
@@ -76,6 +77,9 @@ public sealed partial class IsolationSpec
             case SetupStep.Exec:
                 return new SandboxSetupException(step, $"exec {program}", errno, program, errno switch
                 {
+                    _ when errno == ENOENT && ScriptInterpreter(program) is { } interpreter =>
+                        $"the program is a script whose interpreter {interpreter} (its #! line) does not exist in the sandbox; install it, bind it in, or fix the #! line",
+                    _ when errno == EACCES && HostFile(program) is { } found && Directory.Exists(found) => $"{found} is a directory, not a program",
                     _ when errno == ENOENT => _state.Root is null
                         ? "no such program: give an absolute path or make sure it is in the sandbox's PATH"
                         : "no such program inside the new root: the path is looked up after pivot_root; bind it (and its libraries) into the root",
@@ -91,6 +95,9 @@ public sealed partial class IsolationSpec
                     _ when errno == EACCES => "the kernel refused to execute the init's copy; check sysctl vm.memfd_noexec and any Landlock or seccomp rules",
                     _ => "check that execveat works here (a seccomp filter may refuse it)",
                 });
+            case SetupStep.Stdio when errno == EBADF && _state.Rlimits.FirstOrDefault(r => r.Resource == RlimitResource.NoFile) is { Soft: < 3 } noFile:
+                return new SandboxSetupException(step, StepDescription(step), errno, null,
+                    $"RLIMIT_NOFILE {noFile.Soft} leaves no room for stdio (descriptors 0, 1 and 2): give the program a limit of at least 3, plus every descriptor it is passed");
             case SetupStep.WorkingDirectory:
                 return new SandboxSetupException(step, $"chdir {_state.WorkingDirectory}", errno, _state.WorkingDirectory,
                     errno == ENOENT ? "the working directory does not exist inside the sandbox" : null);
@@ -107,6 +114,39 @@ public sealed partial class IsolationSpec
                     errno == EPERM ? "setgroups is denied in this user namespace (/proc/PID/setgroups is 'deny')" : null);
             default:
                 return new SandboxSetupException(step, StepDescription(step), errno);
+        }
+    }
+
+    /// <summary>
+    /// Where the program is on the host's file system when the sandbox sees the host's (no new root): the path, or
+    /// the first match in the sandbox's PATH, as the child looks it up. Null when it cannot be told from here.
+    /// </summary>
+    private string? HostFile(string program)
+    {
+        if (_state.Root is not null)
+            return null;
+        if (program.Contains('/'))
+            return File.Exists(program) || Directory.Exists(program) ? program : null;
+        string searchPath = new EnvironmentBuilder(_state.ClearEnvironment, _state.EnvironmentChanges).Resolve(Environment.GetEnvironmentVariables())
+            .Find(e => e.StartsWith("PATH=", StringComparison.Ordinal))?[5..] ?? DefaultSearchPath;
+        return searchPath.Split(':').Select(dir => Path.Combine(dir.Length == 0 ? "." : dir, program)).FirstOrDefault(File.Exists);
+    }
+
+    /// <summary>The interpreter a script's #! line names, when the program is such a script (execve(2): ENOENT then means it is missing).</summary>
+    private string? ScriptInterpreter(string program)
+    {
+        if (HostFile(program) is not { } file || !File.Exists(file))
+            return null;
+        try
+        {
+            using var reader = new StreamReader(file);
+            char[] head = new char[256];
+            string line = new string(head, 0, reader.ReadBlock(head)).Split('\n')[0];
+            return line.StartsWith("#!", StringComparison.Ordinal) && line[2..].Trim().Split(' ', '\t')[0] is { Length: > 0 } interpreter ? interpreter : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
         }
     }
 

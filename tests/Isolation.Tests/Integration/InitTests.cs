@@ -145,6 +145,54 @@ public sealed class InitTests
         FaultHost.Run(ReportJson.Default.SpawnOutcome, TimeSpan.FromSeconds(60), launcher,
             ["spawn", "--ns", "user,pid,mount", "--map-root", "--proc", "/proc", "--init", "--", .. InitReport]);
 
+    // --- The init without a PID namespace, and the same program giving the same result with or without it. ---
+
+    private static readonly NamespaceBuilder UserOnly = new NamespaceBuilder().WithNamespaces(Namespaces.User).MapCurrentUserToRoot();
+
+    [Fact]
+    public async Task With_init_but_no_PID_namespace_orphans_come_to_the_init_and_are_reaped()
+    {
+        // The orphan's parent, seen in the host's /proc, must be the init (the shell's parent), not the machine's init.
+        IsolationSpec spec = UserOnly.WithInit().WithStandardOutput(Stdio.Pipe).Build();
+        await using IsolatedProcess p = spec.Start("/bin/sh", "-c",
+            "o=$(sh -c 'sleep 0.5 >/dev/null 2>&1 & echo $!'); echo $PPID; awk '/^PPid/{print $2}' /proc/$o/status; sleep 1; awk '/^State/{print $2}' /proc/$o/status 2>/dev/null || echo gone");
+        string[] lines = (await new StreamReader(p.StandardOutput!).ReadToEndAsync()).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        await p.WaitForExitAsync();
+
+        Assert.Equal(p.Id.ToString(), lines[0]); // the shell's parent is the init, the sandbox's process
+        Assert.Equal(lines[0], lines[1]);        // the orphan went to the init
+        Assert.Equal("gone", lines[2]);          // and was reaped by it
+    }
+
+    [Theory]
+    [InlineData(24)] // SIGXCPU
+    [InlineData(40)] // a real-time signal
+    public async Task With_init_every_catchable_signal_is_forwarded_to_the_program(int signal)
+    {
+        IsolationSpec spec = PidSandbox.WithInit().WithStandardOutput(Stdio.Pipe).Build();
+        await using IsolatedProcess p = spec.Start("/bin/bash", "-c", $"trap 'exit 7' {signal}; echo ready; while :; do sleep 0.05; done");
+        Assert.Equal("ready", await new StreamReader(p.StandardOutput!).ReadLineAsync());
+        Assert.True(p.Signal(signal));
+        ExitStatus status = await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(7, status.ExitCode);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_script_without_a_shebang_fails_with_ENOEXEC_with_or_without_init(bool init)
+    {
+        using var dir = new TempDirectory();
+        string script = dir.Write("no-shebang", "echo ran\n", executable: true);
+
+        IsolationSpec spec = PidSandbox.WithInit(init).WithStandardOutput(Stdio.Pipe).Build();
+        var e = Assert.Throws<SandboxSetupException>(() => spec.Start(script).Dispose());
+
+        Assert.Equal(SetupStep.Exec, e.Step);
+        Assert.Equal("ENOEXEC", e.ErrnoName);
+        await Task.CompletedTask;
+    }
+
     [Fact]
     public async Task Without_init_a_signal_without_a_handler_does_not_kill_pid_1_from_inside()
     {

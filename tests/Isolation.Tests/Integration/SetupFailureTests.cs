@@ -72,6 +72,29 @@ public sealed class SetupFailureTests
         var e = FailsCleanly(Sandbox.Build(), "/tmp");
         Assert.Equal(SetupStep.Exec, e.Step);
         Assert.Equal("EACCES", e.ErrnoName);
+        Assert.Contains("is a directory", e.Hint);
+    }
+
+    [Fact]
+    public void A_script_whose_interpreter_is_missing_is_not_called_a_missing_program()
+    {
+        using var dir = new TempDirectory();
+        string script = dir.Write("script", "#!/no/such/interpreter -x\necho hi\n", executable: true);
+
+        var e = FailsCleanly(Sandbox.Build(), script);
+
+        Assert.Equal(SetupStep.Exec, e.Step);
+        Assert.Equal("ENOENT", e.ErrnoName);
+        Assert.Contains("interpreter /no/such/interpreter", e.Hint);
+        Assert.DoesNotContain("no such program", e.Hint);
+    }
+
+    [Fact]
+    public void An_RLIMIT_NOFILE_below_3_is_named_instead_of_a_bare_EBADF_on_stdio()
+    {
+        var e = FailsCleanly(Sandbox.WithRlimit(RlimitResource.NoFile, 0).Build(), "/bin/true");
+
+        Assert.Contains("RLIMIT_NOFILE", e.Hint);
     }
 
     [Fact]
@@ -163,4 +186,21 @@ public sealed class SetupFailureTests
             File.Delete(pidFile);
         }
     }
+}
+
+/// <summary>A directory of files for one test, removed with it.</summary>
+internal sealed class TempDirectory : IDisposable
+{
+    public string Path { get; } = Directory.CreateTempSubdirectory("isolation-test-").FullName;
+
+    public string Write(string name, string text, bool executable)
+    {
+        string file = System.IO.Path.Combine(Path, name);
+        File.WriteAllText(file, text);
+        if (executable && OperatingSystem.IsLinux())
+            File.SetUnixFileMode(file, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+        return file;
+    }
+
+    public void Dispose() => Directory.Delete(Path, recursive: true);
 }
