@@ -4,6 +4,7 @@ using Isolation.TestHost;
 // isolation-testhost report            print what this process sees, as JSON
 // isolation-testhost spawn [opts] -- program args...   run a sandbox with the library, print the outcome as JSON
 // isolation-testhost statuses|dumpable|closed-stdio|hold|storm|pipe-file|subreaper ...   be a host under a fault (HostFaults.cs)
+// isolation-testhost cgroup-hold|cgroup-reclaim ...   a host that leaves cgroups behind, and the next one that reclaims them (CgroupLeftovers.cs)
 return args switch
 {
     ["report", ..] => Report.Run(args[1..]),
@@ -18,7 +19,6 @@ return args switch
     ["pipe-file", ..] => HostFaults.PipeFile(args[1..]),
     ["subreaper", ..] => HostFaults.Subreaper(args[1..]),
     ["cgroup-hold", ..] => CgroupLeftovers.Hold(args[1..]),
-    ["cgroup-storm", ..] => CgroupLeftovers.Storm(args[1..]),
     ["cgroup-reclaim", ..] => CgroupLeftovers.Reclaim(args[1..]),
     _ => Usage(),
 };

@@ -40,7 +40,7 @@ public sealed class CgroupReclaimTests
             var storms = new List<StormReady>();
             for (int i = 0; i < 2; i++)
             {
-                FaultHost storm = FaultHost.Start(Subreaper, "cgroup-storm", "--threads", "4");
+                FaultHost storm = FaultHost.Start(Subreaper, "storm", "--marker", $"isolation-reclaim-{Guid.NewGuid():N}", "--threads", "4", "--cgroup");
                 launchers.Add(storm);
                 storms.Add(JsonSerializer.Deserialize(storm.ReadLine(HostTimeout), HostFaultJson.Default.StormReady)!);
             }
