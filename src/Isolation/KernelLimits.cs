@@ -75,6 +75,8 @@ internal static class KernelLimits
     public static void CheckExecStrings(string program, string argv0, ReadOnlySpan<string> arguments, IReadOnlyList<string> environment,
         long environmentBytes, ulong? specStackLimit)
     {
+        if (program.Length > NAME_MAX / 3) // shorter paths cannot break either limit: skip the split on every start
+            CheckPath(program, "The program path");
         long total = CheckArgString(program, "The program path") + CheckArgString(argv0, "argv[0]") + environmentBytes;
         for (int i = 0; i < arguments.Length; i++)
             total += CheckArgString(arguments[i], $"Argument {i + 1}");

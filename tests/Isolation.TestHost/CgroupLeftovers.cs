@@ -6,10 +6,10 @@ namespace Isolation.TestHost;
 
 /// <summary>
 /// The host side of tests/Isolation.Tests/Integration/CgroupReclaimTests.cs: hosts that own sandboxes with
-/// cgroups and get SIGKILLed, and the next process of the library that reclaims what they left.
+/// cgroups and get SIGKILLed, and the next process of the library that reclaims what they left (hosts killed in
+/// the middle of starts with cgroups are HostFaults.cs's storm with --cgroup).
 /// <code>
 /// isolation-testhost cgroup-hold      start sandboxes with cgroups (one leaves a stray process in its cgroup), print them, sleep
-/// isolation-testhost cgroup-storm [--threads 4]   start sandboxes with cgroups in a loop until killed
 /// isolation-testhost cgroup-reclaim --first-use|--explicit   reclaim by a first start with a cgroup, or by IsolationCgroups.ReclaimLeftovers()
 /// </code>
 /// </summary>
@@ -49,42 +49,6 @@ internal static class CgroupLeftovers
         Console.Out.Flush();
         Thread.Sleep(Timeout.Infinite); // until the test kills us
         GC.KeepAlive(held);
-        return 0;
-    }
-
-    /// <summary><c>--threads</c> threads start sandboxes with cgroups in a loop, each keeping its last two, until the test kills this host.</summary>
-    public static int Storm(string[] args)
-    {
-        int i = Array.IndexOf(args, "--threads");
-        int threads = i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1]) : 4;
-        IsolationSpec spec = Quiet(WithPidsCgroup(new NamespaceBuilder().WithNamespaces(Namespaces.User | Namespaces.Pid).MapCurrentUserToRoot())).Build();
-        using var started = new ManualResetEventSlim();
-        for (int t = 0; t < threads; t++)
-        {
-            new Thread(() =>
-            {
-                var held = new Queue<IsolatedProcess>();
-                while (true)
-                {
-                    try
-                    {
-                        held.Enqueue(spec.Start("/bin/sleep", "1000"));
-                        started.Set();
-                        if (held.Count > 2)
-                            held.Dequeue().Dispose();
-                    }
-                    catch (Exception e)
-                    {
-                        Console.Error.WriteLine($"cgroup-storm: {e.GetType().Name}: {e.Message}");
-                        Thread.Sleep(10);
-                    }
-                }
-            }) { IsBackground = true, Name = $"cgroup storm {t}" }.Start();
-        }
-        started.Wait();
-        Console.Out.Write(JsonSerializer.Serialize(new StormReady { HostPid = Environment.ProcessId, Threads = threads }, HostFaultJson.Default.StormReady) + "\n");
-        Console.Out.Flush();
-        Thread.Sleep(Timeout.Infinite);
         return 0;
     }
 

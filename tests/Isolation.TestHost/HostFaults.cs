@@ -16,7 +16,7 @@ namespace Isolation.TestHost;
 /// isolation-testhost dumpable [--count 100] [--parallel 4]
 /// isolation-testhost closed-stdio --out FILE
 /// isolation-testhost hold --marker M [--run-as] [--die-with-parent]
-/// isolation-testhost storm --marker M [--threads 16] [--die-with-parent]
+/// isolation-testhost storm --marker M [--threads 16] [--die-with-parent] [--cgroup]
 /// isolation-testhost pipe-file --mode alone|concurrent [--timeout-ms 10000]
 /// isolation-testhost subreaper PROGRAM [ARGS...]
 /// </code>
@@ -311,6 +311,8 @@ internal static partial class HostFaults
         NamespaceBuilder builder = UserAndPid().WithArgv0(marker);
         if (Flag(args, "--die-with-parent"))
             builder = builder.WithDieWithParent();
+        if (Flag(args, "--cgroup"))
+            builder = builder.WithCgroup(c => c.PidsMax(64)); // CgroupReclaimTests: a host killed in the middle of starts with cgroups
         IsolationSpec spec = builder.Build();
 
         using var started = new ManualResetEventSlim();

@@ -5,6 +5,7 @@ using Isolation.TestHost;
 // isolation-testhost spawn [opts] -- program args...   run a sandbox with the library, print the outcome as JSON
 // isolation-testhost statuses|dumpable|closed-stdio|hold|storm|pipe-file|subreaper ...   be a host under a fault (HostFaults.cs)
 // isolation-testhost leaked-fds --close-range-errno N   leak descriptors, make close_range fail, start one (Descriptors.cs)
+// isolation-testhost cgroup-hold|cgroup-reclaim ...   a host that leaves cgroups behind, and the next one that reclaims them (CgroupLeftovers.cs)
 return args switch
 {
     ["report", ..] => Report.Run(args[1..]),
@@ -20,7 +21,6 @@ return args switch
     ["subreaper", ..] => HostFaults.Subreaper(args[1..]),
     ["leaked-fds", ..] => Descriptors.LeakedFds(args[1..]),
     ["cgroup-hold", ..] => CgroupLeftovers.Hold(args[1..]),
-    ["cgroup-storm", ..] => CgroupLeftovers.Storm(args[1..]),
     ["cgroup-reclaim", ..] => CgroupLeftovers.Reclaim(args[1..]),
     _ => Usage(),
 };

@@ -46,6 +46,9 @@ internal sealed class CgroupOwner
     /// <summary>This process as an owner: its token, and its lock once it could take one.</summary>
     public static CgroupOwner Current => s_current.Value;
 
+    /// <summary>This process's token if it has become an owner (created a cgroup), else null.</summary>
+    public static string? CurrentToken => s_current.IsValueCreated ? s_current.Value.Token : null;
+
     /// <summary>16 hex digits, random per process: in the lock file's name and at the end of each cgroup's name.</summary>
     public string Token { get; }
 
@@ -146,7 +149,9 @@ internal sealed class CgroupOwner
     /// </summary>
     public void Record(string parentDirectory, string cgroupName)
     {
-        if (_fd < 0 || !cgroupName.EndsWith("-" + Token, StringComparison.Ordinal) || parentDirectory.Contains('\n'))
+        // Runs on every start with a cgroup: no allocation once the directory is recorded.
+        if (_fd < 0 || cgroupName.Length <= Token.Length || !cgroupName.EndsWith(Token, StringComparison.Ordinal)
+            || cgroupName[^(Token.Length + 1)] != '-' || parentDirectory.Contains('\n'))
             return;
         lock (_lock)
         {

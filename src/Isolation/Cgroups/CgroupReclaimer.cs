@@ -92,7 +92,18 @@ internal static class CgroupReclaimer
                 complete = false; // not in a hierarchy we see (another mount namespace's view): keep the marker
                 continue;
             }
-            foreach (string dir in Directory.GetDirectories(parent, "isolation-*-" + token))
+            string[] found;
+            try
+            {
+                found = Directory.GetDirectories(parent, "isolation-*-" + token);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                result.Failures.Add($"list {parent} for the cgroups of dead owner {token}: {e.Message}");
+                complete = false;
+                continue;
+            }
+            foreach (string dir in found)
             {
                 string name = Path.GetFileName(dir);
                 if (!CgroupOwner.IsCgroupName(name, token))

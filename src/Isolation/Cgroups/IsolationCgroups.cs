@@ -21,7 +21,7 @@ public static class IsolationCgroups
     private static int s_reclaimedOnFirstUse;
 
     /// <summary>
-    /// Where this user's ownership lock files are: <c>/run/isolation/owners</c> for root, else
+    /// Where this user's ownership lock files are (created, 0700, when missing): <c>/run/isolation/owners</c> for root, else
     /// <c>$XDG_RUNTIME_DIR/isolation/owners</c>, else <c>/tmp/isolation-UID/owners</c> (each a directory of the
     /// user's own that nobody else can write). Null when none is usable: cgroups are then created without an
     /// owner file and never reclaimed.
@@ -38,8 +38,8 @@ public static class IsolationCgroups
     /// <returns>What was removed, what could not be, and how many owners were found dead and alive.</returns>
     public static CgroupReclaimResult ReclaimLeftovers(ILogger? logger = null)
     {
-        CgroupReclaimResult result = CgroupReclaimer.Reclaim(CgroupOwner.Current.LockPath is { } own ? Path.GetDirectoryName(own) : CgroupOwner.DefaultStore(),
-            CgroupLayout.Host, CgroupOwner.Current.Token);
+        // A process that never created a cgroup has no lock file of its own to skip, and does not need one to reclaim.
+        CgroupReclaimResult result = CgroupReclaimer.Reclaim(CgroupOwner.DefaultStore(), CgroupLayout.Host, CgroupOwner.CurrentToken);
         logger ??= NullLogger.Instance;
         if (result.RemovedDirectories.Count > 0)
             Log.CgroupsReclaimed(logger, result.RemovedDirectories.Count, result.DeadOwners, result.KilledProcesses, string.Join(", ", result.RemovedDirectories));

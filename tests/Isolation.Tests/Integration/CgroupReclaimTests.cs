@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using System.Text.Json;
 using Isolation.Cgroups;
 using Isolation.Tests.Infrastructure;
@@ -39,7 +40,7 @@ public sealed class CgroupReclaimTests
             var storms = new List<StormReady>();
             for (int i = 0; i < 2; i++)
             {
-                FaultHost storm = FaultHost.Start(Subreaper, "cgroup-storm", "--threads", "4");
+                FaultHost storm = FaultHost.Start(Subreaper, "storm", "--marker", $"isolation-reclaim-{Guid.NewGuid():N}", "--threads", "4", "--cgroup");
                 launchers.Add(storm);
                 storms.Add(JsonSerializer.Deserialize(storm.ReadLine(HostTimeout), HostFaultJson.Default.StormReady)!);
             }
@@ -115,6 +116,55 @@ public sealed class CgroupReclaimTests
                 launcher.Dispose();
             if (hostPid != 0)
                 RemoveByHand(CgroupHost.LeftOver(hostPid));
+        }
+    }
+
+    [Theory]
+    [InlineData("v1")]
+    [InlineData("v2")]
+    public void A_dead_owners_cgroups_are_killed_and_removed_on_each_kind_of_hierarchy(string kind)
+    {
+        Require();
+        CgroupLayout layout = CgroupHost.Layout;
+        CgroupLayout view = kind == "v1" ? layout with { V2MountPoint = null } : layout with { V1 = ImmutableDictionary<string, V1Hierarchy>.Empty };
+        Assert.SkipWhen(view.Mode == CgroupMode.None, $"this host ({layout.Mode}) has no {kind} hierarchy");
+        string store = Directory.CreateTempSubdirectory("isolation-owners-").FullName;
+        string token = Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8));
+        string name = $"isolation-{Environment.ProcessId}-999999-{token}";
+        // A dead owner's cgroups as its driver made them, one directory per hierarchy under the library's parent
+        // (not cpuset: a new v1 cpuset has no CPUs, and no task can join it), and its lock file, held by nobody.
+        List<string> mounts = kind == "v1"
+            ? [.. view.V1.Values.Distinct().Where(h => !h.Controllers.Contains("cpuset")).Select(h => h.MountPoint)]
+            : [view.V2MountPoint!];
+        string[] dirs = [.. mounts.Select(m => Path.Join(m, "isolation", name))];
+        using var sleeper = System.Diagnostics.Process.Start("/bin/sleep", "1000");
+        try
+        {
+            foreach (string dir in dirs)
+            {
+                Directory.CreateDirectory(dir);
+                File.WriteAllText(Path.Join(dir, "cgroup.procs"), sleeper.Id.ToString());
+            }
+            File.WriteAllLines(Path.Join(store, token + ".lock"), [CgroupOwner.Header, .. dirs.Select(d => CgroupOwner.ParentLine + Path.GetDirectoryName(d))]);
+
+            // Act
+            CgroupReclaimResult result = CgroupReclaimer.Reclaim(store, view, ownToken: null);
+
+            // Assert
+            Assert.Empty(result.Failures);
+            Assert.Equal(dirs.Order(), result.RemovedDirectories.Order());
+            Assert.All(dirs, d => Assert.False(Directory.Exists(d), $"{d} is still there"));
+            Assert.Equal(1, result.KilledProcesses);
+            Assert.True(sleeper.WaitForExit(5000), "the process in the dead owner's cgroup still runs");
+            Assert.False(File.Exists(Path.Join(store, token + ".lock")), "the dead owner's lock file is still there");
+        }
+        finally
+        {
+            if (!sleeper.HasExited)
+                sleeper.Kill();
+            sleeper.WaitForExit();
+            RemoveByHand(dirs.Where(Directory.Exists).ToArray());
+            Directory.Delete(store, recursive: true);
         }
     }
 

@@ -133,6 +133,16 @@ public sealed class KernelLimitTests
     }
 
     [Fact]
+    public void A_program_path_with_a_component_over_NAME_MAX_is_refused_at_Start()
+    {
+        IsolationSpec spec = new NamespaceBuilder().Build();
+
+        var e = Assert.Throws<ArgumentException>(() => spec.Start("/usr/bin/" + new string('p', 300)));
+
+        Assert.Contains("NAME_MAX", e.Message);
+    }
+
+    [Fact]
     public void An_environment_variable_over_MAX_ARG_STRLEN_is_refused_at_Start()
     {
         IsolationSpec spec = new NamespaceBuilder().WithEnvironment(env => env.Set("BIG", new string('v', 128 * 1024))).Build();
