@@ -104,6 +104,19 @@ public sealed class NamespaceBuilder
         });
     }
 
+    /// <summary>
+    /// Bound every tmpfs the mount plan creates without a size of its own — <c>Tmpfs</c>, the tmpfs of
+    /// <c>Dev()</c> and its <c>/dev/shm</c>, a <c>TmpOverlay</c>'s upper layer, the <c>EmptyRoot()</c> base — to
+    /// <paramref name="bytes"/> (the kernel's default is half of RAM for each). <see cref="ForUntrustedCode"/>
+    /// sets 64 MiB; null goes back to the kernel's default.
+    /// </summary>
+    public NamespaceBuilder WithDefaultTmpfsSize(long? bytes)
+    {
+        if (bytes is <= 0)
+            throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "A tmpfs size must be positive; pass null for the kernel's default.");
+        return With(_state with { DefaultTmpfsSize = bytes });
+    }
+
     /// <summary>Compose the environment (appends to the changes made so far).</summary>
     public NamespaceBuilder WithEnvironment(Action<EnvironmentBuilder> configure)
     {
@@ -291,6 +304,7 @@ internal sealed record BuilderState
     public TimeSpan MonotonicOffset { get; init; }
     public TimeSpan BoottimeOffset { get; init; }
     public ImmutableArray<MountOperation> Mounts { get; init; } = [];
+    public long? DefaultTmpfsSize { get; init; }
     public string? Root { get; init; }
     public bool ReadOnlyRoot { get; init; }
     public MountPropagation Propagation { get; init; }

@@ -52,6 +52,9 @@ public static class UntrustedCodePreset
     public const Namespaces AllNamespaces = Namespaces.User | Namespaces.Pid | Namespaces.Mount | Namespaces.Ipc
         | Namespaces.Uts | Namespaces.Net | Namespaces.Cgroup;
 
+    /// <summary>The size of every tmpfs the preset mounts, or the caller's plan mounts without a size (Docker's /dev/shm default).</summary>
+    public const long DefaultTmpfsSize = 64L * 1024 * 1024;
+
     /// <summary>The PATH inside.</summary>
     public const string SearchPath = "/usr/local/bin:/usr/bin:/bin";
 
@@ -95,6 +98,7 @@ public static class UntrustedCodePreset
             .WithHostname(Hostname)
             .WithNewSession()
             .WithDieWithParent()
+            .WithDefaultTmpfsSize(DefaultTmpfsSize)
             .WithEnvironment(e => e.Clear().Set("PATH", SearchPath).Set("HOME", "/tmp").Set("TMPDIR", "/tmp").Set("LANG", "C.UTF-8"))
             .WithSecurity(s => s
                 .DropAllCapabilities()
