@@ -247,7 +247,14 @@ internal static class BwrapCommand
                     ops.Add(m => m.Tmpfs(dest, tmpfsSize, mode));
                     break;
                 }
-                case "--proc": { string dest = Next(option); procTargets.Add(dest); ops.Add(m => m.Proc(dest)); break; }
+                case "--proc":
+                {
+                    // bwrap mounts the proc of the PID namespace the sandbox is in, a new one or not.
+                    string dest = Next(option);
+                    procTargets.Add(dest);
+                    ops.Add(m => m.Proc(dest, callerPidNamespace: !ns.HasFlag(Namespaces.Pid)));
+                    break;
+                }
                 case "--dev": { string dest = Next(option); ops.Add(m => m.Dev(dest)); break; }
                 case "--mqueue": { string dest = Next(option); ops.Add(m => m.Mqueue(dest)); break; }
                 case "--dir": { string dest = Next(option); int mode = TakePerms(0x1ED); ops.Add(m => m.Dir(dest, mode)); break; }
@@ -372,6 +379,7 @@ internal static class BwrapCommand
             b = b.WithInit();
         if (argv0 is not null)
             b = b.WithArgv0(argv0);
+        b = b.WithSecurity(s => s.NoNewPrivileges()); // bwrap always sets no_new_privs (PR_SET_NO_NEW_PRIVS)
         try
         {
             inv.Builder = flags.Apply(b, fullPreset: false);

@@ -271,8 +271,13 @@ public sealed class NamespaceBuilder
             throw new ArgumentException("A mount propagation requires Namespaces.Mount; add it to WithNamespaces(...).");
         foreach (MountOperation op in s.Mounts)
         {
-            if (op.Kind == NativeOpKind.Mount && op.FsType == "proc" && !(pid && mount))
-                throw new ArgumentException($"'{op.Description}' requires Namespaces.Pid and Namespaces.Mount: a proc mount shows the PID namespace of the sandbox. Add both to WithNamespaces(...).");
+            if (op.Kind == NativeOpKind.Mount && op.FsType == "proc" && !op.CallerPidNamespace && !(pid && mount))
+                throw new ArgumentException($"'{op.Description}' requires Namespaces.Pid and Namespaces.Mount: a proc mount shows the PID namespace of the sandbox. Add both to WithNamespaces(...), or pass callerPidNamespace: true to show the caller's processes on purpose.");
+            if (op.Kind == NativeOpKind.Mount && op.FsType == "proc" && op.CallerPidNamespace && !pid && user)
+                throw new ArgumentException($"'{op.Description}' of the caller's PID namespace cannot be mounted from a new user namespace: the kernel wants CAP_SYS_ADMIN over the namespace that owns the caller's PID namespace (EPERM). Add Namespaces.Pid, or drop Namespaces.User as root.");
+            // The kernel mounts sysfs only for a caller with CAP_SYS_ADMIN over the network namespace's owner.
+            if (op.Kind == NativeOpKind.Mount && op.FsType == "sysfs" && user && !s.Namespaces.HasFlag(Namespaces.Net))
+                throw new ArgumentException($"'{op.Description}' in a new user namespace requires Namespaces.Net: the kernel mounts sysfs only for the owner of the network namespace, and the host's belongs to the host (EPERM). Add Namespaces.Net, or bind the host's /sys read-only instead.");
             if (op.Kind == NativeOpKind.Mount && op.FsType == "mqueue" && !s.Namespaces.HasFlag(Namespaces.Ipc))
                 throw new ArgumentException($"'{op.Description}' requires Namespaces.Ipc: a mqueue mount shows the IPC namespace of the sandbox. Add it to WithNamespaces(...).");
         }
