@@ -42,6 +42,7 @@ public sealed unsafe partial class IsolationSpec
     {
         _state = state;
         _logger = state.Logger ?? NullLogger.Instance;
+        DiagnosticsExposure.Warn(state, _logger);
         _compiledOps = CompileMounts(state);
         _idmappedTrees = IdmappedTrees.For(_compiledOps, state);
         _security = SecurityCompiler.Compile(state);

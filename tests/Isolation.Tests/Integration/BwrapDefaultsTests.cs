@@ -4,7 +4,7 @@ using static Isolation.Tests.Integration.MountRun;
 
 namespace Isolation.Tests.Integration;
 
-/// <summary>bubblewrap's own defaults on isolate's bwrap face (issue #11, items 7 and 8).</summary>
+/// <summary>bubblewrap's own defaults on isolate's bwrap face, and isolate without the .NET diagnostics socket (issue #11, items 7 and 2).</summary>
 public sealed class BwrapDefaultsTests
 {
     private static void RequireIsolate() => Assert.SkipUnless(File.Exists(Isolate), $"the isolate sample is not built at {Isolate}");
@@ -47,4 +47,34 @@ public sealed class BwrapDefaultsTests
         Assert.Equal(0, r.ExitCode);
         Assert.Equal(File.ReadAllText("/proc/1/comm"), r.Stdout);
     }
+
+    [Fact]
+    public async Task Isolate_runs_without_a_dotnet_diagnostics_socket()
+    {
+        RequireIsolate();
+        var info = new System.Diagnostics.ProcessStartInfo(Isolate) { RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (string a in (string[])["unshare", "-r", "/bin/sh", "-c", "echo up; sleep 5"])
+            info.ArgumentList.Add(a);
+        info.Environment.Remove("DOTNET_EnableDiagnostics");
+        using var process = System.Diagnostics.Process.Start(info)!;
+        try
+        {
+            Assert.Equal("up", await process.StandardOutput.ReadLineAsync()); // the sandbox runs: isolate is fully up
+
+            string pattern = $"dotnet-diagnostic-{process.Id}-";
+            Assert.Empty(Directory.EnumerateFiles(Path.GetTempPath(), pattern + "*"));
+            Assert.DoesNotContain(pattern, File.ReadAllText("/proc/net/unix"));
+            Assert.Equal("", Environ(process.Id).FirstOrDefault(e => e.StartsWith("DOTNET_EnableDiagnostics=", StringComparison.Ordinal)) is { } v && v != "DOTNET_EnableDiagnostics=0" ? v : "");
+            // The check can fail: a .NET process with diagnostics on (this one, unless started without) has the socket.
+            if (Environment.GetEnvironmentVariable("DOTNET_EnableDiagnostics") != "0")
+                Assert.Contains($"dotnet-diagnostic-{Environment.ProcessId}-", File.ReadAllText("/proc/net/unix"));
+        }
+        finally
+        {
+            process.Kill(entireProcessTree: true);
+            await process.WaitForExitAsync();
+        }
+    }
+
+    private static string[] Environ(int pid) => File.ReadAllText($"/proc/{pid}/environ").Split('\0');
 }
