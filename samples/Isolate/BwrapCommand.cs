@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using System.Text;
 using Isolation;
 using Isolation.Mounts;
+using Isolation.Security;
 
 namespace Isolate;
 
@@ -122,11 +123,13 @@ internal static class BwrapCommand
         var inv = new Invocation();
         var ops = new List<Action<MountPlanBuilder>>();
         var binds = new List<(string Source, string Dest)>();
+        var bindOps = new Dictionary<int, (string Source, string Dest)>(); // index in ops: for --untrusted's masks
+        var procTargets = new List<string>();
         var env = new List<Action<EnvironmentBuilder>>();
         var overlaySources = new List<string>();
         var flags = new SandboxFlags();
         Namespaces ns = Namespaces.Mount;
-        bool userTry = false, cgroupTry = false, asPid1 = false, dieWithParent = false, newSession = false;
+        bool userTry = false, cgroupTry = false, asPid1 = false, dieWithParent = false, newSession = false, shareNet = false;
         uint? uid = null, gid = null;
         string? hostname = null, chdir = null, argv0 = null;
         int? perms = null;
@@ -194,7 +197,7 @@ internal static class BwrapCommand
                     ns |= Namespaces.Pid | Namespaces.Net | Namespaces.Uts | Namespaces.Ipc;
                     userTry = cgroupTry = true;
                     break;
-                case "--share-net": ns &= ~Namespaces.Net; break;
+                case "--share-net": ns &= ~Namespaces.Net; shareNet = true; break;
                 case "--uid": uid = UInt(Next(option), option); break;
                 case "--gid": gid = UInt(Next(option), option); break;
                 case "--hostname": hostname = Next(option); break;
@@ -229,6 +232,7 @@ internal static class BwrapCommand
                     bool optional = option.EndsWith("-try", StringComparison.Ordinal);
                     string source = Absolute(src);
                     binds.Add((source, dest));
+                    bindOps[ops.Count] = (source, dest);
                     ops.Add(option.StartsWith("--ro", StringComparison.Ordinal) ? m => m.BindReadOnly(source, dest, optional)
                         : option.StartsWith("--dev", StringComparison.Ordinal) ? m => m.DevBind(source, dest, optional)
                         : m => m.Bind(source, dest, optional: optional));
@@ -243,7 +247,14 @@ internal static class BwrapCommand
                     ops.Add(m => m.Tmpfs(dest, tmpfsSize, mode));
                     break;
                 }
-                case "--proc": { string dest = Next(option); ops.Add(m => m.Proc(dest)); break; }
+                case "--proc":
+                {
+                    // bwrap mounts the proc of the PID namespace the sandbox is in, a new one or not.
+                    string dest = Next(option);
+                    procTargets.Add(dest);
+                    ops.Add(m => m.Proc(dest, callerPidNamespace: !ns.HasFlag(Namespaces.Pid)));
+                    break;
+                }
                 case "--dev": { string dest = Next(option); ops.Add(m => m.Dev(dest)); break; }
                 case "--mqueue": { string dest = Next(option); ops.Add(m => m.Mqueue(dest)); break; }
                 case "--dir": { string dest = Next(option); int mode = TakePerms(0x1ED); ops.Add(m => m.Dir(dest, mode)); break; }
@@ -308,22 +319,44 @@ internal static class BwrapCommand
             ns |= Namespaces.Cgroup;
         if (hostname is not null && !ns.HasFlag(Namespaces.Uts))
             throw new BwrapUsageException("Specifying --hostname requires --unshare-uts");
-        if ((uid is not null || gid is not null) && !ns.HasFlag(Namespaces.User))
+        if ((uid is not null || gid is not null) && !ns.HasFlag(Namespaces.User) && !flags.Untrusted)
             throw new BwrapUsageException("Specifying --uid or --gid requires --unshare-user");
         if (asPid1 && !ns.HasFlag(Namespaces.Pid))
             throw new BwrapUsageException("Specifying --as-pid-1 requires --unshare-pid");
 
-        NamespaceBuilder b = new NamespaceBuilder().WithNamespaces(ns);
-        if (ns.HasFlag(Namespaces.User))
+        NamespaceBuilder b;
+        if (flags.Untrusted)
         {
-            // bwrap maps the sandbox's uid (default: ours) to ours, one id each.
-            b = b.MapUsers(uid ?? geteuid(), geteuid(), 1).MapGroups(gid ?? getegid(), getegid(), 1);
+            // --untrusted is the whole ForUntrustedCode() preset, and the command line's file system inside it.
+            if (shareNet)
+                throw new BwrapUsageException("--share-net cannot be combined with --untrusted, whose sandbox has a network namespace of its own");
+            if (uid is not (null or 0) || gid is not (null or 0))
+                throw new BwrapUsageException("--uid and --gid other than 0 cannot be combined with --untrusted, whose program is uid 0 of its own user namespace");
+            b = UntrustedCodePreset.ApplyProcessRestrictions(new NamespaceBuilder());
+            ns = UntrustedCodePreset.AllNamespaces;
+        }
+        else
+        {
+            b = new NamespaceBuilder().WithNamespaces(ns);
+            if (ns.HasFlag(Namespaces.User))
+            {
+                // bwrap maps the sandbox's uid (default: ours) to ours, one id each.
+                b = b.MapUsers(uid ?? geteuid(), geteuid(), 1).MapGroups(gid ?? getegid(), getegid(), 1);
+            }
         }
         b = b.WithMounts(m =>
         {
             m.EmptyRoot();
-            foreach (Action<MountPlanBuilder> op in ops)
-                op(m);
+            for (int i = 0; i < ops.Count; i++)
+            {
+                ops[i](m);
+                // A documented departure from bwrap: under --untrusted, the caller's runtime directories and
+                // daemon sockets are masked even where a bind (of / say) brings them in.
+                if (flags.Untrusted && bindOps.TryGetValue(i, out var bind))
+                    UntrustedCodePreset.MaskHostRuntimePaths(m, bind.Source, bind.Dest);
+            }
+            if (flags.Untrusted)
+                FreezeKernelKnobs(m, procTargets, bindOps.Values);
         });
         if (hostname is not null)
             b = b.WithHostname(hostname);
@@ -346,6 +379,7 @@ internal static class BwrapCommand
             b = b.WithInit();
         if (argv0 is not null)
             b = b.WithArgv0(argv0);
+        b = b.WithSecurity(s => s.NoNewPrivileges()); // bwrap always sets no_new_privs (PR_SET_NO_NEW_PRIVS)
         try
         {
             inv.Builder = flags.Apply(b, fullPreset: false);
@@ -355,6 +389,29 @@ internal static class BwrapCommand
             throw new BwrapUsageException(e.Message);
         }
         return inv;
+    }
+
+    /// <summary>
+    /// --untrusted: container engines' masked and read-only paths on every proc the command line mounts, and
+    /// /proc and /sys read-only wherever a bind brings in the host's.
+    /// </summary>
+    private static void FreezeKernelKnobs(MountPlanBuilder m, List<string> procTargets, IEnumerable<(string Source, string Dest)> binds)
+    {
+        foreach (string proc in procTargets)
+        {
+            string p = proc.TrimEnd('/');
+            m.MaskPaths(MountPlanBuilder.DefaultMaskedPaths.Where(x => x.StartsWith("/proc/", StringComparison.Ordinal)).Select(x => p + x[5..]))
+                .ReadOnlyPaths(MountPlanBuilder.DefaultReadOnlyPaths.Select(x => p + x[5..]));
+        }
+        foreach ((string source, string dest) in binds)
+        {
+            string s = source.TrimEnd('/'), d = dest.TrimEnd('/');
+            foreach (string knob in (string[])["/proc", "/sys"])
+            {
+                if (knob.StartsWith(s + "/", StringComparison.Ordinal))
+                    m.ReadOnlyPaths(d + knob[s.Length..]);
+            }
+        }
     }
 
     private static string? InsideCwd(string cwd, List<(string Source, string Dest)> binds)

@@ -2,6 +2,7 @@ using Isolate;
 
 // isolate unshare [options] [--] program [args...]   util-linux unshare(1)'s command line
 // isolate bwrap [options] [--] program [args...]     bubblewrap's command line
+DiagnosticsOff.Ensure(args); // re-executes once with the .NET diagnostics IPC off
 return args switch
 {
     ["unshare", .. var rest] => await UnshareCommand.RunAsync(rest),

@@ -80,19 +80,15 @@ internal sealed class SandboxFlags
     /// <summary>
     /// Applies the options to <paramref name="b"/>. With <paramref name="fullPreset"/> (the unshare face,
     /// which has no file-system options) --untrusted is the whole <see cref="NamespaceBuilder.ForUntrustedCode"/>
-    /// preset; otherwise (the bwrap face, whose command line builds the root) it is the preset's process
-    /// restrictions and limits on top of the sandbox the command line describes.
+    /// preset; otherwise (the bwrap face, which applied the preset's process restrictions under the file system
+    /// its command line builds) it is the preset's limits.
     /// </summary>
     public NamespaceBuilder Apply(NamespaceBuilder b, bool fullPreset)
     {
         if (Untrusted)
         {
-            b = fullPreset
-                ? UntrustedCodePreset.Apply(b)
-                : UntrustedCodePreset.ApplyResourceLimits(b
-                    .WithSecurity(s => s.DropAllCapabilities().NoNewPrivileges().WithDefaultSeccomp().DisableNestedUserNamespaces())
-                    .WithNewSession()
-                    .WithDieWithParent());
+            // The bwrap face applied the preset's process restrictions before its file system (BwrapCommand.cs).
+            b = fullPreset ? UntrustedCodePreset.Apply(b) : UntrustedCodePreset.ApplyResourceLimits(b);
         }
 
         // bubblewrap: capabilities are dropped before any --cap-add takes effect.

@@ -729,7 +729,8 @@ static long run_op(const struct iso_spawn_request *req, struct op_ctx *ctx, cons
         /* bubblewrap's first pivot: a tmpfs base at s2 holding newroot/ and oldroot/ becomes "/", the
          * host's root moves to /oldroot (sources are then named /oldroot/...). pivot_root(2). */
         *detail = ISO_SUB_MAIN;
-        if ((rc = iso_sys5(SYS_mount, "tmpfs", op->s2, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")) < 0)
+        /* s3: its mount data when the spec bounds every tmpfs (a size), else just the mode. */
+        if ((rc = iso_sys5(SYS_mount, "tmpfs", op->s2, "tmpfs", MS_NOSUID | MS_NODEV, op->s3 != 0 ? op->s3 : "mode=0755")) < 0)
             return rc;
         *detail = ISO_SUB_CHDIR;
         if ((rc = iso_sys1(SYS_chdir, op->s2)) < 0)

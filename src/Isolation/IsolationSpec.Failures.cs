@@ -174,7 +174,7 @@ public sealed partial class IsolationSpec
         _ when op.Kind == NativeOpKind.Idmap && (errno == EPERM || errno == EINVAL || errno == EOPNOTSUPP) => "the kernel lets only a process privileged over the file system's own user namespace create idmapped mounts of it, and the sandbox's setup runs inside the new user namespace: host file systems cannot be idmapped from there (it works for file systems mounted inside the sandbox); the file system must also support idmapping (ext4, xfs, btrfs, tmpfs on Linux 6.3+)",
         _ when errno == ENOENT => "the path or one of its parents does not exist",
         _ when errno == EPERM && op.FsType == "proc" => "mounting proc needs a PID namespace owned by the sandbox's user namespace and a host /proc that is not partly hidden (e.g. inside a container with masked /proc paths)",
-        _ when errno == EPERM => "a user namespace may mount only some file systems (tmpfs, proc, sysfs, bind mounts) and cannot clear flags the host set (ro, nosuid, nodev)",
+        _ when errno == EPERM => "a user namespace may mount only some file systems (tmpfs, bind mounts, proc of its own PID namespace, sysfs of its own network namespace) and cannot clear flags the host set (ro, nosuid, nodev)",
         _ when errno == EACCES => "permission denied on the path; an unprivileged sandbox can only bind what its user can read",
         _ when errno == ENOTDIR => "a component of the path is not a directory",
         _ when errno == EINVAL && op.Kind == NativeOpKind.PivotRoot => "pivot_root needs the new root to be a mount point on a private mount",

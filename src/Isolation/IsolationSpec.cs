@@ -46,6 +46,7 @@ public sealed unsafe partial class IsolationSpec
     {
         _state = state;
         _logger = state.Logger ?? NullLogger.Instance;
+        DiagnosticsExposure.Warn(state, _logger);
         _compiledOps = CompileMounts(state);
         _idmappedTrees = IdmappedTrees.For(_compiledOps, state);
         _security = SecurityCompiler.Compile(state);
@@ -216,7 +217,8 @@ public sealed unsafe partial class IsolationSpec
         if (root == MountPlanBuilder.TmpfsRoot)
         {
             // bubblewrap's layout: a tmpfs base on /tmp (in our namespace only) holds newroot/ and oldroot/.
-            ops.Add(new(new(NativeOpKind.PivotBase, "pivot into a tmpfs base on /tmp", Target: "/tmp"), 0));
+            ops.Add(new(new(NativeOpKind.PivotBase, "pivot into a tmpfs base on /tmp", Target: "/tmp",
+                FsType: state.DefaultTmpfsSize is { } baseSize ? $"mode=0755,size={baseSize}" : null), 0));
             root = "/newroot";
             hostPrefix = "/oldroot";
         }
@@ -249,12 +251,23 @@ public sealed unsafe partial class IsolationSpec
                     Data = op.WorkDir is null ? null : prefix + op.WorkDir,
                 };
             }
+            if (state.DefaultTmpfsSize is { } size)
+                op = WithDefaultSize(op, size);
             ops.Add(new(op, op.Call > 0 ? op.Call : i + 1) { HostSource = state.Mounts[i].Source });
         }
         if (root is not null)
             ops.Add(new(new(NativeOpKind.PivotRoot, $"pivot_root into {Shown(state.Root!)}", Target: root, Flags: state.ReadOnlyRoot ? NativeOpFlags.ReadOnly : 0), 0));
         return [.. ops];
     }
+
+    /// <summary>A tmpfs mount (or an overlay's throw-away upper) without a size of its own gets <paramref name="size"/> bytes.</summary>
+    private static MountOperation WithDefaultSize(MountOperation op, long size) => op switch
+    {
+        { Kind: NativeOpKind.Mount, FsType: "tmpfs" } when op.Data?.Contains("size=", StringComparison.Ordinal) != true =>
+            op with { Data = op.Data is null ? $"size={size}" : $"{op.Data},size={size}" },
+        { Kind: NativeOpKind.Overlay, N1: 0 } when op.Flags.HasFlag(NativeOpFlags.TmpfsUpper) => op with { N1 = size },
+        _ => op,
+    };
 
     private static string Shown(string root) => root == MountPlanBuilder.TmpfsRoot ? "(empty tmpfs)" : root;
 

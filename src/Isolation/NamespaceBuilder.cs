@@ -104,6 +104,19 @@ public sealed class NamespaceBuilder
         });
     }
 
+    /// <summary>
+    /// Bound every tmpfs the mount plan creates without a size of its own — <c>Tmpfs</c>, the tmpfs of
+    /// <c>Dev()</c> and its <c>/dev/shm</c>, a <c>TmpOverlay</c>'s upper layer, the <c>EmptyRoot()</c> base — to
+    /// <paramref name="bytes"/> (the kernel's default is half of RAM for each). <see cref="ForUntrustedCode"/>
+    /// sets 64 MiB; null goes back to the kernel's default.
+    /// </summary>
+    public NamespaceBuilder WithDefaultTmpfsSize(long? bytes)
+    {
+        if (bytes is <= 0)
+            throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "A tmpfs size must be positive; pass null for the kernel's default.");
+        return With(_state with { DefaultTmpfsSize = bytes });
+    }
+
     /// <summary>Compose the environment (appends to the changes made so far).</summary>
     public NamespaceBuilder WithEnvironment(Action<EnvironmentBuilder> configure)
     {
@@ -258,8 +271,13 @@ public sealed class NamespaceBuilder
             throw new ArgumentException("A mount propagation requires Namespaces.Mount; add it to WithNamespaces(...).");
         foreach (MountOperation op in s.Mounts)
         {
-            if (op.Kind == NativeOpKind.Mount && op.FsType == "proc" && !(pid && mount))
-                throw new ArgumentException($"'{op.Description}' requires Namespaces.Pid and Namespaces.Mount: a proc mount shows the PID namespace of the sandbox. Add both to WithNamespaces(...).");
+            if (op.Kind == NativeOpKind.Mount && op.FsType == "proc" && !op.CallerPidNamespace && !(pid && mount))
+                throw new ArgumentException($"'{op.Description}' requires Namespaces.Pid and Namespaces.Mount: a proc mount shows the PID namespace of the sandbox. Add both to WithNamespaces(...), or pass callerPidNamespace: true to show the caller's processes on purpose.");
+            if (op.Kind == NativeOpKind.Mount && op.FsType == "proc" && op.CallerPidNamespace && !pid && user)
+                throw new ArgumentException($"'{op.Description}' of the caller's PID namespace cannot be mounted from a new user namespace: the kernel wants CAP_SYS_ADMIN over the namespace that owns the caller's PID namespace (EPERM). Add Namespaces.Pid, or drop Namespaces.User as root.");
+            // The kernel mounts sysfs only for a caller with CAP_SYS_ADMIN over the network namespace's owner.
+            if (op.Kind == NativeOpKind.Mount && op.FsType == "sysfs" && user && !s.Namespaces.HasFlag(Namespaces.Net))
+                throw new ArgumentException($"'{op.Description}' in a new user namespace requires Namespaces.Net: the kernel mounts sysfs only for the owner of the network namespace, and the host's belongs to the host (EPERM). Add Namespaces.Net, or bind the host's /sys read-only instead.");
             if (op.Kind == NativeOpKind.Mount && op.FsType == "mqueue" && !s.Namespaces.HasFlag(Namespaces.Ipc))
                 throw new ArgumentException($"'{op.Description}' requires Namespaces.Ipc: a mqueue mount shows the IPC namespace of the sandbox. Add it to WithNamespaces(...).");
         }
@@ -292,6 +310,7 @@ internal sealed record BuilderState
     public TimeSpan MonotonicOffset { get; init; }
     public TimeSpan BoottimeOffset { get; init; }
     public ImmutableArray<MountOperation> Mounts { get; init; } = [];
+    public long? DefaultTmpfsSize { get; init; }
     public string? Root { get; init; }
     public bool ReadOnlyRoot { get; init; }
     public MountPropagation Propagation { get; init; }

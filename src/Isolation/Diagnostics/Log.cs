@@ -43,4 +43,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 13, Level = LogLevel.Debug, Message = "pid {Pid}: placed in its cgroup (clone3 placed it: {ClonedInto})")]
     public static partial void CgroupPlaced(ILogger logger, int pid, bool clonedInto);
+
+    [LoggerMessage(EventId = 40, Level = LogLevel.Warning, Message = "the sandbox runs as your kernel uid {Uid} and sees your TMPDIR {TmpDir}: it can connect to the .NET diagnostics socket of your process ({TmpDir}/dotnet-diagnostic-{Pid}-*) and have your process load a library or dump its memory. Map it to another uid, keep {TmpDir} out of its view, or start your process with DOTNET_EnableDiagnostics=0")]
+    public static partial void DiagnosticsSocketExposed(ILogger logger, uint uid, string tmpDir, int pid);
 }

@@ -60,6 +60,9 @@ internal sealed record MountOperation(
     /// <summary>The 1-based number of the builder call that produced this operation (one call may add several, like <c>Dev</c>).</summary>
     public int Call { get; init; }
 
+    /// <summary>A proc mount that shows the caller's PID namespace on purpose (no <see cref="Namespaces.Pid"/> needed).</summary>
+    public bool CallerPidNamespace { get; init; }
+
     /// <summary>An overlay's lower layers, top first (host paths).</summary>
     public System.Collections.Immutable.ImmutableArray<string> Layers { get; init; } = [];
 

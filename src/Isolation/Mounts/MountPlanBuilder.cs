@@ -44,11 +44,15 @@ public sealed class MountPlanBuilder
     internal MountPropagation Propagation { get; private set; }
 
     /// <summary>Mount a new proc file system (like <c>unshare --mount-proc</c>, bubblewrap's <c>--proc</c>). Needs PID and mount namespaces.</summary>
-    public MountPlanBuilder Proc(string target = "/proc")
+    /// <param name="target">Where to mount it.</param>
+    /// <param name="callerPidNamespace">Show the caller's PID namespace, without <see cref="Namespaces.Pid"/> (bubblewrap's
+    /// <c>--proc</c> without <c>--unshare-pid</c>): the program then sees, and can name, the host's processes. The kernel
+    /// allows it only without a new user namespace (CAP_SYS_ADMIN over the PID namespace's owner, that is root).</param>
+    public MountPlanBuilder Proc(string target = "/proc", bool callerPidNamespace = false)
     {
         target = Checked(target, nameof(target));
         return Add(new MountOperation(NativeOpKind.Mount, $"proc on {target}", "proc", target, "proc", null,
-            (ulong)(MS_NOSUID | MS_NODEV | MS_NOEXEC), NativeOpFlags.MakeTarget));
+            (ulong)(MS_NOSUID | MS_NODEV | MS_NOEXEC), NativeOpFlags.MakeTarget) { CallerPidNamespace = callerPidNamespace });
     }
 
     /// <summary>Mount sysfs, read-only (bubblewrap's <c>--bind /sys /sys</c> is the usual alternative). Needs a network namespace to show the sandbox's own devices.</summary>

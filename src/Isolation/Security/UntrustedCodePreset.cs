@@ -1,3 +1,4 @@
+using Isolation.IdMaps;
 using Isolation.Mounts;
 using static Tmds.Linux.LibC;
 
@@ -47,6 +48,13 @@ public static class UntrustedCodePreset
     /// <summary>The sandbox's host name.</summary>
     public const string Hostname = "sandbox";
 
+    /// <summary>The preset's namespaces: every one but time.</summary>
+    public const Namespaces AllNamespaces = Namespaces.User | Namespaces.Pid | Namespaces.Mount | Namespaces.Ipc
+        | Namespaces.Uts | Namespaces.Net | Namespaces.Cgroup;
+
+    /// <summary>The size of every tmpfs the preset mounts, or the caller's plan mounts without a size (Docker's /dev/shm default).</summary>
+    public const long DefaultTmpfsSize = 64L * 1024 * 1024;
+
     /// <summary>The PATH inside.</summary>
     public const string SearchPath = "/usr/local/bin:/usr/bin:/bin";
 
@@ -61,20 +69,37 @@ public static class UntrustedCodePreset
          "/etc/hosts", "/etc/localtime", "/etc/alternatives", "/etc/ssl", "/etc/ca-certificates"];
 
     /// <summary>Applies the preset to <paramref name="builder"/> (replacing its namespaces, identity and security; appending to its mounts).</summary>
-    public static NamespaceBuilder Apply(NamespaceBuilder builder)
+    public static NamespaceBuilder Apply(NamespaceBuilder builder) =>
+        ApplyResourceLimits(ApplyProcessRestrictions(builder).WithWorkingDirectory("/").WithMounts(Mounts));
+
+    /// <summary>
+    /// The preset without its file system and limits, for a caller that builds the sandbox's root itself
+    /// (<c>isolate bwrap --untrusted</c>): every namespace but time, an identity that is never host root (a
+    /// block of host ids of its own for a root caller, the caller's uid for an unprivileged one, 0 inside),
+    /// host name, new session, death with the caller, a cleared environment and every process restriction.
+    /// Add the mounts, then <see cref="MaskHostRuntimePaths"/> after each bind of host directories.
+    /// </summary>
+    public static NamespaceBuilder ApplyProcessRestrictions(NamespaceBuilder builder)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        bool root = geteuid() == 0;
-        NamespaceBuilder b = builder.WithNamespaces(Namespaces.User | Namespaces.Pid | Namespaces.Mount | Namespaces.Ipc
-            | Namespaces.Uts | Namespaces.Net | Namespaces.Cgroup);
-        b = root ? b.MapUsers(0, 65534, 1).MapGroups(0, 65534, 1) : b.MapCurrentUserToRoot();
-        b = b.RunAs(0, 0) // setresuid inside: the program's credentials are the mapped ones, never the host's
+        NamespaceBuilder b = builder.WithNamespaces(AllNamespaces);
+        if (geteuid() == 0)
+        {
+            // A block of host ids of its own (podman's --userns=auto): not nobody, whom host daemons know,
+            // and not an id another sandbox runs as.
+            uint block = IdBlocks.Allocate();
+            b = b.MapUsers(0, block, IdBlocks.Size).MapGroups(0, block, IdBlocks.Size);
+        }
+        else
+        {
+            b = b.MapCurrentUserToRoot();
+        }
+        return b.RunAs(0, 0) // setresuid inside: the program's credentials are the mapped ones, never the host's
             .WithHostname(Hostname)
             .WithNewSession()
             .WithDieWithParent()
+            .WithDefaultTmpfsSize(DefaultTmpfsSize)
             .WithEnvironment(e => e.Clear().Set("PATH", SearchPath).Set("HOME", "/tmp").Set("TMPDIR", "/tmp").Set("LANG", "C.UTF-8"))
-            .WithWorkingDirectory("/")
-            .WithMounts(Mounts)
             .WithSecurity(s => s
                 .DropAllCapabilities()
                 .WithSecureBits(SecureBits.SECBIT_NOROOT | SecureBits.SECBIT_NOROOT_LOCKED
@@ -85,7 +110,44 @@ public static class UntrustedCodePreset
                 .WithDefaultSeccomp()
                 .DisableNestedUserNamespaces()
                 .SetUpAsNamespaceRoot());
-        return ApplyResourceLimits(b);
+    }
+
+    /// <summary>
+    /// The caller's runtime directories and the well-known daemon sockets: a read-only bind does not stop
+    /// <c>connect()</c> on a unix socket, and a network namespace hides only abstract ones. The .NET
+    /// diagnostics socket of every .NET process lives in <c>$TMPDIR</c> (default /tmp).
+    /// </summary>
+    public static IReadOnlyList<string> HostRuntimePaths
+    {
+        get
+        {
+            var paths = new List<string> { "/run", "/var/run", "/tmp", "/var/tmp", "/dev/shm", "/var/lib/docker", "/var/lib/containerd" };
+            foreach (string name in (string[])["XDG_RUNTIME_DIR", "TMPDIR"])
+            {
+                if (Environment.GetEnvironmentVariable(name) is { Length: > 1 } dir && dir.StartsWith('/'))
+                    paths.Add(dir.TrimEnd('/'));
+            }
+            return [.. paths.Distinct()];
+        }
+    }
+
+    /// <summary>
+    /// Masks (an empty read-only tmpfs) every <see cref="HostRuntimePaths"/> entry that a bind of host
+    /// <paramref name="source"/> on <paramref name="target"/> brings into the sandbox below the bind: call it right
+    /// after the bind, so that a later mount (a fresh <c>Tmpfs("/tmp")</c>) still goes on top. A path bound on
+    /// its own, exactly, is the caller's explicit choice and is left alone.
+    /// </summary>
+    public static MountPlanBuilder MaskHostRuntimePaths(MountPlanBuilder m, string source, string target)
+    {
+        ArgumentNullException.ThrowIfNull(m);
+        string s = source.TrimEnd('/'), t = target.TrimEnd('/');
+        var masks = new List<string>();
+        foreach (string path in HostRuntimePaths)
+        {
+            if (path.StartsWith(s + "/", StringComparison.Ordinal))
+                masks.Add(t + path[s.Length..]);
+        }
+        return masks.Count == 0 ? m : m.MaskPaths(masks);
     }
 
     /// <summary>

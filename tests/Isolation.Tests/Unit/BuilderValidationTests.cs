@@ -15,6 +15,27 @@ public sealed class BuilderValidationTests
     }
 
     [Fact]
+    public void Proc_of_the_callers_pid_namespace_is_an_explicit_choice_refused_from_a_new_user_namespace()
+    {
+        var e = Assert.Throws<ArgumentException>(() => new NamespaceBuilder()
+            .WithNamespaces(Namespaces.User | Namespaces.Mount).MapCurrentUserToRoot()
+            .WithMounts(m => m.Proc("/proc", callerPidNamespace: true)).Build());
+        Assert.Contains("cannot be mounted from a new user namespace", e.Message);
+        // Without a user namespace it builds (the kernel allows it to root).
+        new NamespaceBuilder().WithNamespaces(Namespaces.Mount).WithMounts(m => m.Proc("/proc", callerPidNamespace: true)).Build();
+    }
+
+    [Fact]
+    public void Sysfs_in_a_user_namespace_without_a_network_namespace_is_rejected()
+    {
+        var e = Assert.Throws<ArgumentException>(() => new NamespaceBuilder()
+            .WithNamespaces(Namespaces.User | Namespaces.Mount).MapCurrentUserToRoot()
+            .WithMounts(m => m.Sysfs()).Build());
+        Assert.Contains("requires Namespaces.Net", e.Message);
+        new NamespaceBuilder().WithNamespaces(Namespaces.User | Namespaces.Mount | Namespaces.Net).MapCurrentUserToRoot().WithMounts(m => m.Sysfs()).Build();
+    }
+
+    [Fact]
     public void A_mount_plan_without_a_mount_namespace_is_rejected()
     {
         var e = Assert.Throws<ArgumentException>(() => new NamespaceBuilder()

@@ -1,0 +1,44 @@
+using System.Runtime.InteropServices;
+
+namespace Isolate;
+
+/// <summary>
+/// isolate runs with the .NET diagnostics IPC off. Every .NET process listens on
+/// <c>$TMPDIR/dotnet-diagnostic-PID-...-socket</c>; a sandbox that sees that directory and runs as the same
+/// kernel uid could connect and make isolate load a library or dump its memory — code execution outside the
+/// sandbox. The runtime reads the switch only from the environment (runtimeconfig.json has no knob for it),
+/// so isolate re-executes itself once with <c>DOTNET_EnableDiagnostics=0</c>, before it starts anything, and
+/// then takes the variable out again so that sandboxed programs do not inherit it.
+/// </summary>
+internal static class DiagnosticsOff
+{
+    private const string Variable = "DOTNET_EnableDiagnostics";
+    private const string Marker = "ISOLATE_DIAGNOSTICS_OFF"; // set by the re-exec: the variable was ours to add
+
+    public static void Ensure(string[] args)
+    {
+        if (Environment.GetEnvironmentVariable(Marker) == "1")
+        {
+            Environment.SetEnvironmentVariable(Marker, null);
+            Environment.SetEnvironmentVariable(Variable, null);
+            return;
+        }
+        if (Environment.GetEnvironmentVariable(Variable) == "0")
+            return; // already off (the caller's own choice stays in the environment)
+        string self = Environment.ProcessPath ?? "/proc/self/exe";
+        string[] argv = [self, .. args];
+        string[] envp = [.. Environment.GetEnvironmentVariables().Keys.Cast<string>()
+            .Where(k => k != Variable && k != Marker)
+            .Select(k => $"{k}={Environment.GetEnvironmentVariable(k)}"), $"{Variable}=0", $"{Marker}=1"];
+        // The runtime we are leaving made its socket already: remove it, or it stays behind in $TMPDIR.
+        string tmp = Path.GetTempPath();
+        foreach (string stale in Directory.EnumerateFiles(tmp, $"dotnet-diagnostic-{Environment.ProcessId}-*-socket"))
+            File.Delete(stale);
+        execve(self, [.. argv, null], [.. envp, null]);
+        // execve returned: run on with diagnostics on rather than not at all, and say so.
+        Console.Error.WriteLine($"isolate: warning: could not re-execute with {Variable}=0 (errno {Marshal.GetLastPInvokeError()}); the .NET diagnostics socket stays open");
+    }
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int execve(string path, string?[] argv, string?[] envp);
+}
