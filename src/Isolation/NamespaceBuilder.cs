@@ -230,11 +230,13 @@ public sealed class NamespaceBuilder
     public NamespaceBuilder WithLogger(ILogger logger) => With(_state with { Logger = logger ?? throw new ArgumentNullException(nameof(logger)) });
 
     /// <summary>Validates the composition and freezes it into a reusable, thread-safe spec. Throws <see cref="ArgumentException"/> before any system call.</summary>
+    /// <exception cref="PlatformNotSupportedException">Not Linux, or a kernel older than a feature of the spec needs (the message names both).</exception>
     public IsolationSpec Build()
     {
+        Platform.PlatformSupport.EnsureLinux();
         Validate(_state);
+        Platform.KernelRequirements.Check(_state, Platform.KernelRequirements.Current);
         return new IsolationSpec(MappedIdentity.Resolve(_state)); // the identity the child switches to after its maps
-
     }
 
     private NamespaceBuilder With(BuilderState state) => new(state);

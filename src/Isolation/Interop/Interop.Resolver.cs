@@ -1,0 +1,51 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
+using Isolation.Platform;
+
+namespace Isolation.Interop;
+
+internal static partial class Interop
+{
+    // Runs before the first call into any import of this class (an explicit static constructor makes the type
+    // initialize on first use of a static method), so every load of libIsolationNative goes through Resolve.
+    static Interop() => System.Runtime.InteropServices.NativeLibrary.SetDllImportResolver(typeof(Interop).Assembly, Resolve);
+
+    /// <summary>
+    /// Loads libIsolationNative the way the runtime would; when it cannot, fails with one sentence
+    /// (<see cref="PlatformSupport.NativeLibraryMissing"/>) instead of a DllNotFoundException listing every probed path.
+    /// </summary>
+    /// <returns>The library's handle; 0 for other libraries (the runtime's own probing then runs).</returns>
+    private static nint Resolve(string name, Assembly assembly, DllImportSearchPath? searchPath)
+    {
+        if (name != NativeLibrary)
+            return 0;
+        PlatformSupport.EnsureLinux();
+        if (System.Runtime.InteropServices.NativeLibrary.TryLoad(name, assembly, searchPath, out nint handle))
+            return handle;
+        throw PlatformSupport.NativeLibraryMissing(RuntimeInformation.RuntimeIdentifier, RuntimeInformation.ProcessArchitecture, LoadError());
+    }
+
+    /// <summary>The loader's error for a copy of the library that exists but does not load (a too old glibc, another architecture).</summary>
+    private static string? LoadError()
+    {
+        string dir = AppContext.BaseDirectory;
+        foreach (string candidate in new[] { Path.Combine(dir, "libIsolationNative.so"), Path.Combine(dir, "runtimes", RuntimeInformation.RuntimeIdentifier, "native", "libIsolationNative.so") })
+        {
+            if (!File.Exists(candidate))
+                continue;
+            try
+            {
+                System.Runtime.InteropServices.NativeLibrary.Free(System.Runtime.InteropServices.NativeLibrary.Load(candidate));
+            }
+            catch (DllNotFoundException e)
+            {
+                return e.Message;
+            }
+            catch (BadImageFormatException e)
+            {
+                return e.Message;
+            }
+        }
+        return null;
+    }
+}
