@@ -268,7 +268,9 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
             return;
         }
         _timeoutTimer?.Dispose();
-        ResourceUsage = new ResourceUsage(TimeSpan.FromMicroseconds(reply.user_us), TimeSpan.FromMicroseconds(reply.sys_us), reply.maxrss_kb * 1024);
+        // At or below the helper's own peak the figure is the helper's memory inherited at exec, not the program's.
+        ResourceUsage = new ResourceUsage(TimeSpan.FromMicroseconds(reply.user_us), TimeSpan.FromMicroseconds(reply.sys_us),
+            reply.maxrss_kb > reply.rss_floor_kb ? reply.maxrss_kb * 1024 : null);
         const int CLD_EXITED = 1, CLD_DUMPED = 3;
         int code = reply.code, status = reply.status;
         // The cgroup's counters say whether the OOM killer or the pids limit ended it (IsolatedProcess.Cgroups.cs).
