@@ -256,6 +256,7 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
         if (rc == 0)
         {
             _helper.MarkGone();
+            IsolationTelemetry.Exited(null);
             SetExited(default, new InvalidOperationException(
                 $"The spawn helper exited before pid {Id} did, so its exit status is lost; the sandbox was killed with it (its parent-death signal). " +
                 "This happens when something kills the helper (isolation-helper); a new one serves later starts."));
@@ -264,6 +265,7 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
         if (rc < 0 || reply.kind != ISO_REPLY_EXITED)
         {
             int errno = rc < 0 ? -rc : reply.error.err;
+            IsolationTelemetry.Exited(null);
             SetExited(default, new InvalidOperationException($"waiting for pid {Id} failed: {Interop.Errnos.Describe(errno)}"));
             return;
         }
@@ -286,6 +288,9 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
             exit = new ExitStatus(reason, -1, status, code == CLD_DUMPED);
         }
         Log.Exited(_logger, Id, exit);
+        if (exit.Reason is TerminationReason.OutOfMemory or TerminationReason.PidsLimit)
+            Log.LimitHit(_logger, Id, exit.Reason, exit);
+        IsolationTelemetry.Exited(exit.Reason);
         RemoveCgroupIfEmpty();
         SetExited(exit, null);
     }
