@@ -244,7 +244,7 @@ internal static class BwrapCommand
                     int mode = TakePerms(0x1ED);
                     long? tmpfsSize = size;
                     size = null;
-                    ops.Add(m => m.Tmpfs(dest, tmpfsSize, mode));
+                    ops.Add(m => m.Tmpfs(dest, tmpfsSize, (UnixFileMode)mode));
                     break;
                 }
                 case "--proc":
@@ -257,9 +257,9 @@ internal static class BwrapCommand
                 }
                 case "--dev": { string dest = Next(option); ops.Add(m => m.Dev(dest)); break; }
                 case "--mqueue": { string dest = Next(option); ops.Add(m => m.Mqueue(dest)); break; }
-                case "--dir": { string dest = Next(option); int mode = TakePerms(0x1ED); ops.Add(m => m.Dir(dest, mode)); break; }
+                case "--dir": { string dest = Next(option); int mode = TakePerms(0x1ED); ops.Add(m => m.Dir(dest, (UnixFileMode)mode)); break; }
                 case "--symlink": { string target = Next(option), dest = Next(option); ops.Add(m => m.Symlink(target, dest)); break; }
-                case "--chmod": { int mode = Octal(Next(option), option); string path = Next(option); ops.Add(m => m.Chmod(path, mode)); break; }
+                case "--chmod": { int mode = Octal(Next(option), option); string path = Next(option); ops.Add(m => m.Chmod(path, (UnixFileMode)mode)); break; }
                 case "--remount-ro": { string dest = Next(option); ops.Add(m => m.RemountReadOnly(dest)); break; }
                 case "--file" or "--bind-data" or "--ro-bind-data":
                 {
@@ -268,7 +268,7 @@ internal static class BwrapCommand
                     // bwrap copies the data at setup; we read it now, before the sandbox exists.
                     byte[] data = SandboxFlags.ReadAll(fd);
                     int mode = TakePerms(option == "--file" ? 0x1B6 /* 0666, as bwrap */ : 0x180 /* 0600 */);
-                    ops.Add(option == "--ro-bind-data" ? m => m.File(dest, data, mode).ReadOnlyPaths(dest) : m => m.File(dest, data, mode));
+                    ops.Add(option == "--ro-bind-data" ? m => m.File(dest, data, (UnixFileMode)mode).ReadOnlyPaths(dest) : m => m.File(dest, data, (UnixFileMode)mode));
                     break;
                 }
                 case "--overlay-src": overlaySources.Add(Absolute(Next(option))); break;

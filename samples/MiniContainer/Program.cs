@@ -57,7 +57,7 @@ NamespaceBuilder builder = new NamespaceBuilder()
             .TmpOverlay("/", [rootfs]) // writes go to a tmpfs and vanish, as with --rm
             .Proc()
             .Dev()
-            .Tmpfs("/tmp", mode: 0x3FF /* 01777 */)
+            .Tmpfs("/tmp", mode: (UnixFileMode)0x3FF /* 01777 */)
             .File("/etc/hostname", hostname + "\n")
             .BindReadOnly("/etc/resolv.conf", "/etc/resolv.conf", optional: true);
         if (network)

@@ -507,6 +507,26 @@ static void on_error_pipe(struct spawn *s, size_t index)
 }
 
 /* The sandbox exited: reap it and tell the host. The record, not the pidfd, is what says it has exited. */
+/*
+ * This helper's own peak resident set in KiB (VmHWM, proc(5)), 0 when unknown. A child cloned with CLONE_VM (or
+ * forked) leaves our memory at execve, and the kernel folds that memory's high-water mark into the child's
+ * ru_maxrss (fs/exec.c, exec_mmap): a reported maxrss at or below this is ours, not the program's.
+ */
+static int32_t own_peak_rss_kb(void)
+{
+    char buf[2048];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    const char *line = strstr(buf, "\nVmHWM:");
+    return line ? (int32_t)strtol(line + 7, NULL, 10) : 0;
+}
+
 static void on_exit_event(struct spawn *s)
 {
     siginfo_t info;
@@ -533,6 +553,7 @@ static void on_exit_event(struct spawn *s)
     r.user_us = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec;
     r.sys_us = (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
     r.maxrss_kb = ru.ru_maxrss;
+    r.rss_floor_kb = own_peak_rss_kb();
     reply(s->status_fd, &r);
     free_spawn(s);
 }

@@ -309,7 +309,8 @@ struct iso_reply {
     int32_t used_clone3;
     int32_t code;                  /* EXITED: siginfo si_code (CLD_EXITED, CLD_KILLED, CLD_DUMPED) */
     int32_t status;                /* EXITED: si_status */
-    int32_t reserved;
+    int32_t rss_floor_kb;          /* EXITED: the helper's own peak RSS (VmHWM); maxrss_kb at or below it says nothing of the
+                                      program (a child sharing or copying the helper's memory inherits its high-water mark at exec) */
     struct iso_child_error error;  /* FAILED */
     int64_t user_us;
     int64_t sys_us;

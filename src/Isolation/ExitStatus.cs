@@ -83,8 +83,36 @@ public readonly struct ExitStatus : IEquatable<ExitStatus>
     };
 }
 
-/// <summary>CPU time and peak memory of a finished process and the children it waited for (getrusage(2)).</summary>
-/// <param name="UserTime">CPU time spent in user mode.</param>
-/// <param name="SystemTime">CPU time spent in the kernel.</param>
-/// <param name="MaxResidentSetBytes">Peak resident set size of the largest process.</param>
-public readonly record struct ResourceUsage(TimeSpan UserTime, TimeSpan SystemTime, long MaxResidentSetBytes);
+/// <summary>
+/// CPU time and peak memory of a finished program and the children it waited for (wait4(2)'s rusage): the
+/// program's own figures, never the caller's. The cgroup's memory.peak, which also counts page cache and tmpfs,
+/// is a different figure: <see cref="Cgroups.CgroupStats.MemoryPeakBytes"/> (<see cref="SandboxResult.CgroupStats"/>).
+/// </summary>
+public readonly record struct ResourceUsage
+{
+    private readonly long _maxResidentSetBytes; // -1: unknown (a long, not a long?, keeps IsolatedProcess at its size)
+
+    /// <summary>The usage of a finished program.</summary>
+    /// <param name="userTime">CPU time spent in user mode.</param>
+    /// <param name="systemTime">CPU time spent in the kernel.</param>
+    /// <param name="maxResidentSetBytes">The program's peak resident set, or null when unknown.</param>
+    public ResourceUsage(TimeSpan userTime, TimeSpan systemTime, long? maxResidentSetBytes)
+    {
+        UserTime = userTime;
+        SystemTime = systemTime;
+        _maxResidentSetBytes = maxResidentSetBytes ?? -1;
+    }
+
+    /// <summary>CPU time spent in user mode.</summary>
+    public TimeSpan UserTime { get; }
+
+    /// <summary>CPU time spent in the kernel.</summary>
+    public TimeSpan SystemTime { get; }
+
+    /// <summary>
+    /// Peak resident set of the program (the largest of it and the children it waited for), or null where the kernel
+    /// cannot tell: the kernel folds the memory a process leaves at execve into its peak, and a sandbox leaves the
+    /// spawn helper's (a megabyte or two), so a peak at or below that says nothing of the program.
+    /// </summary>
+    public long? MaxResidentSetBytes => _maxResidentSetBytes < 0 ? null : _maxResidentSetBytes;
+}

@@ -256,6 +256,7 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
         if (rc == 0)
         {
             _helper.MarkGone();
+            IsolationTelemetry.Exited(null);
             SetExited(default, new InvalidOperationException(
                 $"The spawn helper exited before pid {Id} did, so its exit status is lost; the sandbox was killed with it (its parent-death signal). " +
                 "This happens when something kills the helper (isolation-helper); a new one serves later starts."));
@@ -264,11 +265,14 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
         if (rc < 0 || reply.kind != ISO_REPLY_EXITED)
         {
             int errno = rc < 0 ? -rc : reply.error.err;
+            IsolationTelemetry.Exited(null);
             SetExited(default, new InvalidOperationException($"waiting for pid {Id} failed: {Interop.Errnos.Describe(errno)}"));
             return;
         }
         _timeoutTimer?.Dispose();
-        ResourceUsage = new ResourceUsage(TimeSpan.FromMicroseconds(reply.user_us), TimeSpan.FromMicroseconds(reply.sys_us), reply.maxrss_kb * 1024);
+        // At or below the helper's own peak the figure is the helper's memory inherited at exec, not the program's.
+        ResourceUsage = new ResourceUsage(TimeSpan.FromMicroseconds(reply.user_us), TimeSpan.FromMicroseconds(reply.sys_us),
+            reply.maxrss_kb > reply.rss_floor_kb ? reply.maxrss_kb * 1024 : null);
         const int CLD_EXITED = 1, CLD_DUMPED = 3;
         int code = reply.code, status = reply.status;
         // The cgroup's counters say whether the OOM killer or the pids limit ended it (IsolatedProcess.Cgroups.cs).
@@ -284,6 +288,9 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
             exit = new ExitStatus(reason, -1, status, code == CLD_DUMPED);
         }
         Log.Exited(_logger, Id, exit);
+        if (exit.Reason is TerminationReason.OutOfMemory or TerminationReason.PidsLimit)
+            Log.LimitHit(_logger, Id, exit.Reason, exit);
+        IsolationTelemetry.Exited(exit.Reason);
         RemoveCgroupIfEmpty();
         SetExited(exit, null);
     }

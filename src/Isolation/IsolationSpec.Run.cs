@@ -148,7 +148,7 @@ public sealed partial class IsolationSpec
                 throw new ArgumentException("RunOptions.Files requires Namespaces.Mount: the files are made in the sandbox's own mount namespace. Add it to WithNamespaces(...).");
             var mounts = new MountPlanBuilder(state.Mounts, state.Root, state.ReadOnlyRoot, state.Propagation);
             foreach ((string path, byte[] contents) in files)
-                mounts.File(path, contents, 0x124 /* 0444 */);
+                mounts.File(path, contents, UnixFileMode.UserRead | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
             state = state with { Mounts = [.. mounts.Operations] };
         }
         if (options.Timeout is { } timeout)

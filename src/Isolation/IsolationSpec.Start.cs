@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text;
 using Isolation.Cgroups;
@@ -66,17 +67,26 @@ public sealed unsafe partial class IsolationSpec
         }
         KernelLimits.CheckExecStrings(program, _state.Argv0 ?? program, arguments, _environment, _environmentBytes,
             KernelLimits.StackLimitOf(_state.Rlimits));
+        long timestamp = IsolationTelemetry.StartTimestamp();
+        Activity? activity = IsolationTelemetry.StartActivity(program);
         for (int attempt = 0; ; attempt++)
         {
             SpawnHelper helper = SpawnHelper.Rent();
             try
             {
-                return StartWith(helper, program, arguments, stdioChoice);
+                IsolatedProcess process = StartWith(helper, program, arguments, stdioChoice);
+                IsolationTelemetry.Started(timestamp, activity, process.Id);
+                return process;
             }
             catch (SandboxSetupException e) when (attempt == 0 && e.Step == SetupStep.SpawnHelper && SpawnHelper.MeansGone(e.Errno))
             {
                 // The helper died before it took the spawn (nothing was started): a new one takes it.
                 helper.MarkGone();
+            }
+            catch (Exception e)
+            {
+                IsolationTelemetry.Failed(activity, e);
+                throw;
             }
             finally
             {
@@ -209,8 +219,8 @@ public sealed unsafe partial class IsolationSpec
             IdmappedTrees.Close(trees);
             cgroup.Remove(); // waits for the cgroup to empty, then removes it
             stdio.Dispose();
-            if (e is SandboxSetupException && _logger.IsEnabled(LogLevel.Debug))
-                Log.SetupFailed(_logger, 0, e.Message);
+            if (e is SandboxSetupException setup)
+                Log.SetupFailed(_logger, 0, e.Message, setup.Step, setup.Errno);
             throw;
         }
         finally
@@ -261,7 +271,7 @@ public sealed unsafe partial class IsolationSpec
             Log.Released(_logger, reply.pid);
         }
         Log.Execed(_logger, reply.pid, program);
-        return new IsolatedProcess(reply.pid, handle, helper, stdio.TakeStreams(), _state.Timeout, _logger, cgroup, cgroupError);
+        return new IsolatedProcess(reply.pid, handle, helper, stdio.TakeStreams(), _state.Timeout, _processLogger, cgroup, cgroupError);
     }
 
     /// <summary>This spec's id in <paramref name="helper"/>: packed and sent once per helper (DESIGN.md §2, "per spawn").</summary>

@@ -27,6 +27,7 @@ public sealed unsafe partial class IsolationSpec
 
     private readonly BuilderState _state;
     private readonly ILogger _logger;
+    private readonly ILogger _processLogger; // the sandboxes' own category (WithLogger(ILoggerFactory)), else _logger
     private readonly NativeBlockHandle _handle;
     private readonly CompiledOp[] _compiledOps;
     private readonly IdmappedTrees? _idmappedTrees;
@@ -47,6 +48,7 @@ public sealed unsafe partial class IsolationSpec
         _state = state;
         _logger = state.Logger ?? NullLogger.Instance;
         DiagnosticsExposure.Warn(state, _logger);
+        _processLogger = state.ProcessLogger ?? _logger;
         _compiledOps = CompileMounts(state);
         _idmappedTrees = IdmappedTrees.For(_compiledOps, state);
         _security = SecurityCompiler.Compile(state);

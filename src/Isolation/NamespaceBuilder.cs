@@ -227,7 +227,18 @@ public sealed class NamespaceBuilder
     // --- end security ---
 
     /// <summary>Log each setup step at Debug level.</summary>
-    public NamespaceBuilder WithLogger(ILogger logger) => With(_state with { Logger = logger ?? throw new ArgumentNullException(nameof(logger)) });
+    public NamespaceBuilder WithLogger(ILogger logger) => With(_state with { Logger = logger ?? throw new ArgumentNullException(nameof(logger)), ProcessLogger = null });
+
+    /// <summary>
+    /// Log through <paramref name="loggerFactory"/> in the library's own categories: <c>Isolation.IsolationSpec</c> (setup
+    /// steps at Debug, a failed setup at Warning) and <c>Isolation.IsolatedProcess</c> (signals and exits at Debug; a
+    /// timeout, an OOM kill or the pids limit at Warning). Event ids are stable (Diagnostics/Log.cs).
+    /// </summary>
+    public NamespaceBuilder WithLogger(ILoggerFactory loggerFactory)
+    {
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        return With(_state with { Logger = loggerFactory.CreateLogger("Isolation.IsolationSpec"), ProcessLogger = loggerFactory.CreateLogger("Isolation.IsolatedProcess") });
+    }
 
     /// <summary>Validates the composition and freezes it into a reusable, thread-safe spec. Throws <see cref="ArgumentException"/> before any system call.</summary>
     /// <exception cref="PlatformNotSupportedException">Not Linux, or a kernel older than a feature of the spec needs (the message names both).</exception>
@@ -329,6 +340,7 @@ internal sealed record BuilderState
     public bool Init { get; init; }
     public string? Argv0 { get; init; }
     public ILogger? Logger { get; init; }
+    public ILogger? ProcessLogger { get; init; }
     public CgroupSettings? Cgroup { get; init; }
     public ImmutableArray<Rlimit> Rlimits { get; init; } = [];
     public SecurityPolicy Security { get; init; } = SecurityPolicy.None; // security: see Security/SecurityBuilder.cs

@@ -2,7 +2,12 @@ using Microsoft.Extensions.Logging;
 
 namespace Isolation.Diagnostics;
 
-/// <summary>Every setup step, logged at Debug through source-generated <see cref="LoggerMessageAttribute"/> methods.</summary>
+/// <summary>
+/// Every setup step, logged at Debug through source-generated <see cref="LoggerMessageAttribute"/> methods; the
+/// outcomes a user acts on (setup failed, timeout, OOM kill, pids limit, no cgroup) at Warning. Event ids are stable.
+/// Categories: <c>Isolation.IsolationSpec</c> (starts) and <c>Isolation.IsolatedProcess</c> (signals, exits), with
+/// <see cref="NamespaceBuilder.WithLogger(ILoggerFactory)"/>.
+/// </summary>
 internal static partial class Log
 {
     [LoggerMessage(EventId = 1, Level = LogLevel.Debug, Message = "clone3 {Program}: namespaces {Namespaces}")]
@@ -23,8 +28,8 @@ internal static partial class Log
     [LoggerMessage(EventId = 6, Level = LogLevel.Debug, Message = "pid {Pid}: exec'd {Program}")]
     public static partial void Execed(ILogger logger, int pid, string program);
 
-    [LoggerMessage(EventId = 7, Level = LogLevel.Debug, Message = "pid {Pid}: setup failed: {Message}")]
-    public static partial void SetupFailed(ILogger logger, int pid, string message);
+    [LoggerMessage(EventId = 7, Level = LogLevel.Warning, Message = "pid {Pid}: setup failed: {Message} (step {Step}, errno {Errno})")]
+    public static partial void SetupFailed(ILogger logger, int pid, string message, SetupStep step, int errno);
 
     [LoggerMessage(EventId = 8, Level = LogLevel.Debug, Message = "pid {Pid}: {Status}")]
     public static partial void Exited(ILogger logger, int pid, ExitStatus status);
@@ -32,7 +37,7 @@ internal static partial class Log
     [LoggerMessage(EventId = 9, Level = LogLevel.Debug, Message = "pid {Pid}: sending signal {Signal}")]
     public static partial void Signaling(ILogger logger, int pid, int signal);
 
-    [LoggerMessage(EventId = 10, Level = LogLevel.Debug, Message = "pid {Pid}: timeout of {Timeout} expired, killing")]
+    [LoggerMessage(EventId = 10, Level = LogLevel.Warning, Message = "pid {Pid}: timeout of {Timeout} expired, killing")]
     public static partial void TimedOut(ILogger logger, int pid, TimeSpan timeout);
 
     [LoggerMessage(EventId = 11, Level = LogLevel.Debug, Message = "created cgroup {Directories}")]
@@ -40,6 +45,9 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 12, Level = LogLevel.Warning, Message = "running without a cgroup (best effort): {Reason}")]
     public static partial void CgroupSkipped(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 14, Level = LogLevel.Warning, Message = "pid {Pid}: {Reason}: {Status}")]
+    public static partial void LimitHit(ILogger logger, int pid, TerminationReason reason, ExitStatus status);
 
     [LoggerMessage(EventId = 13, Level = LogLevel.Debug, Message = "pid {Pid}: placed in its cgroup (clone3 placed it: {ClonedInto})")]
     public static partial void CgroupPlaced(ILogger logger, int pid, bool clonedInto);

@@ -174,7 +174,7 @@ internal static unsafe partial class Interop
         public int used_clone3;
         public int code;
         public int status;
-        public int reserved;
+        public int rss_floor_kb;
         public iso_child_error error;
         public long user_us;
         public long sys_us;

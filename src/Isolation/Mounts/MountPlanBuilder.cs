@@ -67,14 +67,18 @@ public sealed class MountPlanBuilder
     /// <param name="target">Where to mount it.</param>
     /// <param name="sizeBytes">Size limit in bytes, or null for the kernel's default (half of RAM).</param>
     /// <param name="mode">Permissions of its root directory.</param>
-    public MountPlanBuilder Tmpfs(string target, long? sizeBytes = null, int mode = 0x1ED /* 0755 */)
+    public MountPlanBuilder Tmpfs(string target, long? sizeBytes = null, UnixFileMode mode = Mode0755)
     {
         if (sizeBytes is <= 0)
             throw new ArgumentOutOfRangeException(nameof(sizeBytes), sizeBytes, "A tmpfs size must be positive; pass null for the kernel's default.");
         CheckMode(mode);
         target = Checked(target, nameof(target));
-        return Add(TmpfsOp(target, sizeBytes, mode, (ulong)(MS_NOSUID | MS_NODEV)));
+        return Add(TmpfsOp(target, sizeBytes, (int)mode, (ulong)(MS_NOSUID | MS_NODEV)));
     }
+
+    /// <inheritdoc cref="Tmpfs(string, long?, UnixFileMode)"/>
+    [Obsolete(IntModeObsolete)]
+    public MountPlanBuilder Tmpfs(string target, long? sizeBytes, int mode) => Tmpfs(target, sizeBytes, IntMode(mode));
 
     /// <summary>Mount a POSIX message queue file system (bubblewrap's <c>--mqueue</c>). Needs an IPC namespace.</summary>
     public MountPlanBuilder Mqueue(string target = "/dev/mqueue")
@@ -252,12 +256,16 @@ public sealed class MountPlanBuilder
     }
 
     /// <summary>Create a directory and its parents (bubblewrap's <c>--dir</c>); parents get 0755, the directory <paramref name="mode"/> when it is created.</summary>
-    public MountPlanBuilder Dir(string path, int mode = 0x1ED /* 0755 */)
+    public MountPlanBuilder Dir(string path, UnixFileMode mode = Mode0755)
     {
         CheckMode(mode);
         path = Checked(path);
-        return Add(new MountOperation(NativeOpKind.Mkdir, $"dir {path}", Target: path, N1: mode));
+        return Add(new MountOperation(NativeOpKind.Mkdir, $"dir {path}", Target: path, N1: (int)mode));
     }
+
+    /// <inheritdoc cref="Dir(string, UnixFileMode)"/>
+    [Obsolete(IntModeObsolete)]
+    public MountPlanBuilder Dir(string path, int mode) => Dir(path, IntMode(mode));
 
     /// <summary>Create a symbolic link at <paramref name="path"/> pointing to <paramref name="target"/> (bubblewrap's <c>--symlink</c>). An existing link with the same target is fine.</summary>
     public MountPlanBuilder Symlink(string target, string path)
@@ -269,38 +277,54 @@ public sealed class MountPlanBuilder
     }
 
     /// <summary>Create a file holding <paramref name="contents"/> (bubblewrap's <c>--file</c>).</summary>
-    public MountPlanBuilder File(string path, string contents, int mode = 0x1A4 /* 0644 */) =>
+    public MountPlanBuilder File(string path, string contents, UnixFileMode mode = Mode0644) =>
         File(path, Encoding.UTF8.GetBytes(contents ?? throw new ArgumentNullException(nameof(contents))), mode);
 
+    /// <inheritdoc cref="File(string, string, UnixFileMode)"/>
+    [Obsolete(IntModeObsolete)]
+    public MountPlanBuilder File(string path, string contents, int mode) => File(path, contents, IntMode(mode));
+
     /// <summary>Create a file holding <paramref name="contents"/> (bubblewrap's <c>--file</c>), with exactly <paramref name="mode"/>.</summary>
-    public MountPlanBuilder File(string path, byte[] contents, int mode = 0x1A4 /* 0644 */)
+    public MountPlanBuilder File(string path, byte[] contents, UnixFileMode mode = Mode0644)
     {
         ArgumentNullException.ThrowIfNull(contents);
         CheckMode(mode);
         path = Checked(path);
-        return Add(new MountOperation(NativeOpKind.WriteFile, $"file {path}", Target: path, N1: mode, N2: contents.Length, Contents: contents));
+        return Add(new MountOperation(NativeOpKind.WriteFile, $"file {path}", Target: path, N1: (int)mode, N2: contents.Length, Contents: contents));
     }
+
+    /// <inheritdoc cref="File(string, byte[], UnixFileMode)"/>
+    [Obsolete(IntModeObsolete)]
+    public MountPlanBuilder File(string path, byte[] contents, int mode) => File(path, contents, IntMode(mode));
 
     /// <summary>
     /// Create a file with what can be read from <paramref name="fd"/> until end of file (bubblewrap's
     /// <c>--file FD</c>). The descriptor must stay open until <see cref="IsolationSpec.Start"/> returns and is
     /// read once: a spec holding this op suits one start.
     /// </summary>
-    public MountPlanBuilder FileFromDescriptor(string path, int fd, int mode = 0x1A4 /* 0644 */)
+    public MountPlanBuilder FileFromDescriptor(string path, int fd, UnixFileMode mode = Mode0644)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(fd);
         CheckMode(mode);
         path = Checked(path);
-        return Add(new MountOperation(NativeOpKind.CopyFd, $"file {path} from fd {fd}", Target: path, N1: mode, N2: fd));
+        return Add(new MountOperation(NativeOpKind.CopyFd, $"file {path} from fd {fd}", Target: path, N1: (int)mode, N2: fd));
     }
 
+    /// <inheritdoc cref="FileFromDescriptor(string, int, UnixFileMode)"/>
+    [Obsolete(IntModeObsolete)]
+    public MountPlanBuilder FileFromDescriptor(string path, int fd, int mode) => FileFromDescriptor(path, fd, IntMode(mode));
+
     /// <summary>Change the permissions of a path (bubblewrap's <c>--chmod</c>).</summary>
-    public MountPlanBuilder Chmod(string path, int mode)
+    public MountPlanBuilder Chmod(string path, UnixFileMode mode)
     {
         CheckMode(mode);
         path = Checked(path);
-        return Add(new MountOperation(NativeOpKind.Chmod, $"chmod {Convert.ToString(mode, 8)} {path}", Target: path, N1: mode));
+        return Add(new MountOperation(NativeOpKind.Chmod, $"chmod {Convert.ToString((int)mode, 8)} {path}", Target: path, N1: (int)mode));
     }
+
+    /// <inheritdoc cref="Chmod(string, UnixFileMode)"/>
+    [Obsolete(IntModeObsolete)]
+    public MountPlanBuilder Chmod(string path, int mode) => Chmod(path, IntMode(mode));
 
     /// <summary>Make an existing mount read-only, submounts included (bubblewrap's <c>--remount-ro</c>).</summary>
     public MountPlanBuilder RemountReadOnly(string path)
@@ -410,9 +434,24 @@ public sealed class MountPlanBuilder
             throw new ArgumentException($"Path '{value.Replace("\0", "\\0")}' contains a NUL character; paths cannot hold NUL.", paramName);
     }
 
-    private static void CheckMode(int mode)
+    private static void CheckMode(UnixFileMode mode)
+    {
+        if ((int)mode is < 0 or > 0xFFF)
+            throw new ArgumentOutOfRangeException(nameof(mode), mode, "A mode is 0 to 07777 (octal): combine UnixFileMode flags, or write (UnixFileMode)0x1ED or Convert.ToInt32(\"755\", 8).");
+    }
+
+    /// <summary>0755 and 0644: the defaults, as <see cref="UnixFileMode"/> flags.</summary>
+    internal const UnixFileMode Mode0755 = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute
+        | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute;
+    internal const UnixFileMode Mode0644 = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead;
+
+    private const string IntModeObsolete = "Pass the mode as UnixFileMode: an int literal such as 755 is decimal (octal 1363). Write UnixFileMode flags, (UnixFileMode)0x1ED, or Convert.ToInt32(\"755\", 8) cast to UnixFileMode.";
+
+    /// <summary>The obsolete int overloads: the same range check, then the number as a mode.</summary>
+    private static UnixFileMode IntMode(int mode)
     {
         if (mode is < 0 or > 0xFFF)
-            throw new ArgumentOutOfRangeException(nameof(mode), mode, "A mode is 0 to 07777 (octal); write it as 0x1ED or Convert.ToInt32(\"755\", 8).");
+            throw new ArgumentOutOfRangeException(nameof(mode), mode, "A mode is 0 to 07777 (octal); an int literal such as 755 is decimal: pass UnixFileMode instead.");
+        return (UnixFileMode)mode;
     }
 }

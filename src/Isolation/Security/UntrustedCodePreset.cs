@@ -175,7 +175,7 @@ public static class UntrustedCodePreset
         m.BindReadOnly("/usr", "/usr");
         foreach (string path in EtcFiles)
             m.BindReadOnly(path, path, optional: true);
-        m.Tmpfs("/tmp", mode: 0x3FF /* 01777 */)
+        m.Tmpfs("/tmp", mode: (UnixFileMode)0x3FF /* 01777 */)
             .Dev("/dev")
             .Proc("/proc")
             .ContainerDefaults(); // container engines' masked and read-only /proc and /sys paths

@@ -49,7 +49,7 @@ public sealed class MountFailureTests : IDisposable
     public async Task A_failure_after_the_first_pivot_of_an_empty_root_leaves_nothing_behind()
     {
         var e = await Assert.ThrowsAsync<SandboxSetupException>(() => ShAsync(Rootless.WithMounts(m => m
-            .EmptyRoot().Bind("/usr", "/usr").Chmod("/missing", 0x1ED)), "true"));
+            .EmptyRoot().Bind("/usr", "/usr").Chmod("/missing", (UnixFileMode)0x1ED)), "true"));
 
         Assert.Equal(2, e.MountIndex);
         Assert.Contains("chmod 755 /missing", e.Message);

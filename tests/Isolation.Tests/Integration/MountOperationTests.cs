@@ -126,12 +126,12 @@ public sealed class MountOperationTests : IDisposable
     public async Task Dir_symlink_file_and_chmod_create_what_they_say_with_exact_modes()
     {
         Result r = await ShAsync(InRoot(m => m
-                .Dir("/a/b/c", 0x1C0 /* 0700 */)
+                .Dir("/a/b/c", (UnixFileMode)0x1C0 /* 0700 */)
                 .Symlink("/a/b", "/link")
                 .Symlink("/a/b", "/link") // the same link again is fine, as in bubblewrap
-                .File("/etc/greeting", "hello\n", 0x180 /* 0600 */)
+                .File("/etc/greeting", "hello\n", (UnixFileMode)0x180 /* 0600 */)
                 .File("/etc/motd", "motd")
-                .Chmod("/a", 0x1FF /* 0777 */)),
+                .Chmod("/a", (UnixFileMode)0x1FF /* 0777 */)),
             "stat -c '%n %a' /a /a/b /a/b/c /etc/greeting /etc/motd; readlink /link; cat /etc/greeting");
 
         Assert.True(r.ExitCode == 0, r.Stderr);
@@ -146,7 +146,7 @@ public sealed class MountOperationTests : IDisposable
         File.WriteAllText(source, "from a descriptor\n");
         using Microsoft.Win32.SafeHandles.SafeFileHandle handle = File.OpenHandle(source);
 
-        Result r = await ShAsync(InRoot(m => m.FileFromDescriptor("/etc/from-fd", (int)handle.DangerousGetHandle(), 0x1A0 /* 0640 */)),
+        Result r = await ShAsync(InRoot(m => m.FileFromDescriptor("/etc/from-fd", (int)handle.DangerousGetHandle(), (UnixFileMode)0x1A0 /* 0640 */)),
             "cat /etc/from-fd; stat -c %a /etc/from-fd");
 
         Assert.True(r.ExitCode == 0, r.Stderr);
@@ -166,7 +166,7 @@ public sealed class MountOperationTests : IDisposable
     [Fact]
     public async Task Tmpfs_has_its_size_and_mode()
     {
-        Result r = await ShAsync(InRoot(m => m.Proc().Tmpfs("/scratch", 1024 * 1024, 0x3FF /* 01777 */)),
+        Result r = await ShAsync(InRoot(m => m.Proc().Tmpfs("/scratch", 1024 * 1024, (UnixFileMode)0x3FF /* 01777 */)),
             "stat -c %a /scratch; grep ' /scratch ' /proc/self/mountinfo");
 
         Assert.True(r.ExitCode == 0, r.Stderr);

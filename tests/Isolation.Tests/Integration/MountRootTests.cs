@@ -101,7 +101,7 @@ public sealed class MountRootTests
         using var root = new BusyboxRoot();
         string[] before = HostMounts();
 
-        Result r = await ShAsync(Rootless.WithMounts(m => m.EmptyRoot().BindReadOnly(root["/bin"], "/bin").Proc().Dir("/work", 0x1C0)),
+        Result r = await ShAsync(Rootless.WithMounts(m => m.EmptyRoot().BindReadOnly(root["/bin"], "/bin").Proc().Dir("/work", (UnixFileMode)0x1C0)),
             "ls -a /; stat -c %a /work; test -d /proc/self && echo proc");
 
         Assert.True(r.ExitCode == 0, r.Stderr);

@@ -213,7 +213,6 @@ public sealed class ProcessTests
         await p.WaitForExitAsync();
         Assert.NotNull(p.ResourceUsage);
         Assert.True(p.ResourceUsage!.Value.UserTime + p.ResourceUsage.Value.SystemTime > TimeSpan.Zero);
-        Assert.True(p.ResourceUsage.Value.MaxResidentSetBytes > 0);
     }
 
     [Fact]
