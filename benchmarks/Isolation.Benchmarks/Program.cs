@@ -22,6 +22,8 @@ namespace Isolation.Benchmarks;
 ///   --loop CONFIG N  N spawns of one configuration and nothing else, for strace -c -f and perf
 ///                    (add --init for isolation-init as PID 1, --async to await WaitForExitAsync)
 ///   --scale-report   only the memory-per-sandbox table
+///   --cli-report     only the isolate command as a whole process beside bwrap and unshare (needs the
+///                    NativeAOT isolate: run ./isolate once)
 /// Any other argument goes to BenchmarkDotNet (--filter '*Tool*', --list flat, ...).
 /// </summary>
 public static class Program
@@ -33,6 +35,7 @@ public static class Program
         bool allocOnly = Take(rest, "--alloc-report");
         bool scaleOnly = Take(rest, "--scale-report");
         bool ratiosOnly = Take(rest, "--ratios");
+        bool cliOnly = Take(rest, "--cli-report");
         bool withInit = Take(rest, "--init");
         bool awaitExit = Take(rest, "--async");
         int loop = rest.IndexOf("--loop");
@@ -42,8 +45,11 @@ public static class Program
         Environment.SetEnvironmentVariable(Programs.ModeVariable, mode); // inherited by the benchmark processes
         int[] fleetSizes = mode == "smoke" ? [10] : [100, 1000];
 
-        if (allocOnly || scaleOnly || ratiosOnly)
+        int cliRounds = mode == "smoke" ? 3 : mode == "quick" ? 40 : 200;
+        if (allocOnly || scaleOnly || ratiosOnly || cliOnly)
         {
+            if (cliOnly)
+                CliReport.Run(cliRounds);
             if (ratiosOnly)
                 RatioReport.Run(mode == "smoke" ? 5 : mode == "quick" ? 200 : 1000);
             if (allocOnly)
@@ -82,6 +88,7 @@ public static class Program
             RatioReport.Run(mode == "smoke" ? 5 : mode == "quick" ? 200 : 1000);
             AllocationReport.Run();
             ScaleReport.Run(fleetSizes);
+            CliReport.Run(cliRounds);
         }
         return failed ? 1 : 0;
     }

@@ -75,6 +75,10 @@ internal static class BwrapCommand
         foreach (int fd in inv.BlockFds)
             WaitForData(fd);
 
+        // bwrap --die-with-parent: isolate too dies with the process that started it (and the sandbox with isolate).
+        if (inv.DieWithParent && !BwrapHostSide.DieWithParent())
+            return 1;
+
         IsolatedProcess process;
         try
         {
@@ -87,15 +91,14 @@ internal static class BwrapCommand
         }
         await using (process)
         {
-            string started = $"{{\n    \"child-pid\": {process.Id}\n}}\n";
             if (inv.InfoFd is int info)
-                WriteFd(info, started, close: true);
+                BwrapHostSide.WriteFd(info, BwrapHostSide.StartedRecord(process.Id, inv.Namespaces, oneLine: false), close: true);
             if (inv.JsonStatusFd is int json)
-                WriteFd(json, $"{{ \"child-pid\": {process.Id} }}\n", close: false);
+                BwrapHostSide.WriteFd(json, BwrapHostSide.StartedRecord(process.Id, inv.Namespaces, oneLine: true), close: false);
             ExitStatus status = await process.WaitForExitAsync();
             SandboxFlags.ReportTermination(status, process);
             if (inv.JsonStatusFd is int jsonEnd)
-                WriteFd(jsonEnd, $"{{ \"exit-code\": {status.ShellExitCode} }}\n", close: true);
+                BwrapHostSide.WriteFd(jsonEnd, $"{{ \"exit-code\": {status.ShellExitCode} }}\n", close: true);
             if (inv.SyncFd is int sync)
                 close(sync);
             return status.ShellExitCode;
@@ -114,6 +117,8 @@ internal static class BwrapCommand
         public int? JsonStatusFd { get; set; }
         public int? SyncFd { get; set; }
         public List<int> BlockFds { get; } = [];
+        public Namespaces Namespaces { get; set; }
+        public bool DieWithParent { get; set; }
     }
 
     private sealed class BwrapUsageException(string message) : Exception(message);
@@ -166,8 +171,9 @@ internal static class BwrapCommand
                 inv.Program = option;
                 break;
             }
-            if ((perms is not null && option is not ("--tmpfs" or "--dir" or "--file" or "--bind-data" or "--ro-bind-data" or "--chmod"))
-                || (size is not null && option != "--tmpfs"))
+            // --perms and --size modify the next operation; both may come before one --tmpfs, in either order.
+            if ((perms is not null && option is not ("--tmpfs" or "--dir" or "--file" or "--bind-data" or "--ro-bind-data" or "--chmod" or "--size"))
+                || (size is not null && option is not ("--tmpfs" or "--perms")))
                 throw new BwrapUsageException($"--perms and --size must come right before the operation they modify, not before {option}");
             switch (option)
             {
@@ -257,7 +263,18 @@ internal static class BwrapCommand
                 }
                 case "--dev": { string dest = Next(option); ops.Add(m => m.Dev(dest)); break; }
                 case "--mqueue": { string dest = Next(option); ops.Add(m => m.Mqueue(dest)); break; }
-                case "--dir": { string dest = Next(option); int mode = TakePerms(0x1ED); ops.Add(m => m.Dir(dest, (UnixFileMode)mode)); break; }
+                case "--dir":
+                {
+                    // bwrap creates missing parents with the --perms mode too (mkdir -p with one mode).
+                    string dest = Next(option);
+                    bool given = perms is not null;
+                    int mode = TakePerms(0x1ED);
+                    if (given)
+                        foreach (string parent in Parents(dest))
+                            ops.Add(m => m.Dir(parent, (UnixFileMode)mode));
+                    ops.Add(m => m.Dir(dest, (UnixFileMode)mode));
+                    break;
+                }
                 case "--symlink": { string target = Next(option), dest = Next(option); ops.Add(m => m.Symlink(target, dest)); break; }
                 case "--chmod": { int mode = Octal(Next(option), option); string path = Next(option); ops.Add(m => m.Chmod(path, (UnixFileMode)mode)); break; }
                 case "--remount-ro": { string dest = Next(option); ops.Add(m => m.RemountReadOnly(dest)); break; }
@@ -372,6 +389,8 @@ internal static class BwrapCommand
         });
         if (dieWithParent)
             b = b.WithDieWithParent();
+        inv.Namespaces = ns;
+        inv.DieWithParent = dieWithParent;
         if (newSession)
             b = b.WithNewSession();
         // With a PID namespace bwrap stays as PID 1 and reaps; --as-pid-1 makes the program PID 1.
@@ -431,13 +450,23 @@ internal static class BwrapCommand
         string? host = InsideCwd(dest, binds.Select(b => (b.Dest, b.Source)).ToList());
         if (host is null || !File.Exists(host))
             throw new BwrapUsageException($"--lock-file {dest}: only files bound in from the host can be locked here");
-        var stream = new FileStream(host, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-        if (flock((int)stream.SafeFileHandle.DangerousGetHandle(), 1 /* LOCK_SH */) != 0)
-            throw new BwrapUsageException($"--lock-file {dest}: cannot lock {host}");
-        LockedFiles.Add(stream); // held until isolate exits, as bwrap holds it in the sandbox
+        try
+        {
+            BwrapHostSide.LockFile(host, dest); // held until isolate exits, as bwrap holds it in the sandbox
+        }
+        catch (IOException e)
+        {
+            throw new BwrapUsageException(e.Message);
+        }
     }
 
-    private static readonly List<FileStream> LockedFiles = [];
+    /// <summary>"/a/b/c" → "/a", "/a/b" (relative paths are taken from the sandbox's root, as bwrap does).</summary>
+    private static IEnumerable<string> Parents(string path)
+    {
+        string[] parts = path.Split('/', StringSplitOptions.RemoveEmptyEntries);
+        for (int i = 1; i < parts.Length; i++)
+            yield return "/" + string.Join('/', parts[..i]);
+    }
 
     private static string Absolute(string path) => Path.IsPathRooted(path) ? path : Path.GetFullPath(path);
 
@@ -469,18 +498,7 @@ internal static class BwrapCommand
         _ = stream.Read(one, 0, 1);
     }
 
-    private static void WriteFd(int fd, string text, bool close)
-    {
-        byte[] bytes = Encoding.UTF8.GetBytes(text);
-        var stream = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: close), FileAccess.Write, 1, isAsync: false);
-        stream.Write(bytes);
-        stream.Flush();
-        if (close)
-            stream.Dispose();
-    }
-
     [DllImport("libc")] private static extern uint geteuid();
     [DllImport("libc")] private static extern uint getegid();
     [DllImport("libc")] private static extern int close(int fd);
-    [DllImport("libc")] private static extern int flock(int fd, int operation);
 }

@@ -251,7 +251,8 @@ static long w_parent(const struct iso_spawn_request *req, const struct where *w,
 }
 
 /* Resolve a mount target, creating it when missing and `create`: a directory (0755) or an empty file
- * (0644) when the source is not a directory. Returns an O_PATH fd. */
+ * (0444, as bubblewrap creates it: nothing is meant to write to a mount point) when the source is not a
+ * directory. Returns an O_PATH fd. */
 static long w_target(const struct iso_spawn_request *req, const struct where *w, int want_dir, int create)
 {
     long fd = w_open(w, w->path, O_PATH, 0);
@@ -263,7 +264,7 @@ static long w_target(const struct iso_spawn_request *req, const struct where *w,
     long parent = w_parent(req, w, &leaf);
     if (parent < 0)
         return parent;
-    long file = iso_sys4(SYS_openat, parent, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0644);
+    long file = iso_sys4(SYS_openat, parent, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0444);
     iso_sys1(SYS_close, parent);
     if (file < 0 && file != -EEXIST)
         return file;

@@ -280,10 +280,10 @@ internal static class RatioReport
         return Stopwatch.GetTimestamp();
     }
 
-    private static void Target(string name, double ratio, double goal) =>
+    internal static void Target(string name, double ratio, double goal) =>
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {name} | {ratio:F2} | ≤ {goal:F2} | {(ratio <= goal ? "yes" : "no")} |"));
 
-    private static double Percentile(List<double> values, double p)
+    internal static double Percentile(List<double> values, double p)
     {
         var sorted = values.Order().ToArray();
         return sorted[(int)Math.Clamp(Math.Round(p * (sorted.Length - 1)), 0, sorted.Length - 1)];

@@ -32,8 +32,14 @@ public sealed class SecurityBuilder
     public SecurityBuilder AddCapabilities(params Capability[] capabilities) =>
         Set(_policy with { KeepCapabilities = (_policy.KeepCapabilities ?? Capabilities.All) | Capabilities.ToMask(capabilities) });
 
-    /// <summary>Add capabilities by name (<c>CAP_NET_BIND_SERVICE</c> or <c>net_bind_service</c>).</summary>
-    public SecurityBuilder AddCapabilities(params string[] names) => AddCapabilities(ParseAll(names));
+    /// <summary>Add capabilities by name (<c>CAP_NET_BIND_SERVICE</c> or <c>net_bind_service</c>); <c>ALL</c> keeps every one (bubblewrap's <c>--cap-add ALL</c>).</summary>
+    public SecurityBuilder AddCapabilities(params string[] names)
+    {
+        ArgumentNullException.ThrowIfNull(names);
+        return names.Any(IsAll)
+            ? Set(_policy with { KeepCapabilities = Capabilities.All })
+            : AddCapabilities(ParseAll(names));
+    }
 
     /// <summary>Drop these capabilities and keep the rest (bubblewrap's <c>--cap-drop</c>).</summary>
     public SecurityBuilder DropCapabilities(params Capability[] capabilities) =>
@@ -43,10 +49,12 @@ public sealed class SecurityBuilder
     public SecurityBuilder DropCapabilities(params string[] names)
     {
         ArgumentNullException.ThrowIfNull(names);
-        return names.Any(n => string.Equals(n?.Trim(), "ALL", StringComparison.OrdinalIgnoreCase))
+        return names.Any(IsAll)
             ? DropAllCapabilities()
             : DropCapabilities(ParseAll(names));
     }
+
+    private static bool IsAll(string? name) => string.Equals(name?.Trim(), "ALL", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>
     /// Set the securebits (capabilities(7)). Locked bits stay for the program and its descendants: for

@@ -10,9 +10,9 @@ namespace Isolation.Tests.Integration;
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed class BwrapTests
 {
-    private const string Usr = "--ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 ";
+    internal const string Usr = "--ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 ";
 
-    private static string Isolate
+    internal static string Isolate
     {
         get
         {
@@ -21,14 +21,14 @@ public sealed class BwrapTests
         }
     }
 
-    private static void RequireBoth()
+    internal static void RequireBoth()
     {
         Assert.SkipUnless(File.Exists("/usr/bin/bwrap"), "needs bubblewrap (/usr/bin/bwrap) to compare with");
         Assert.SkipUnless(File.Exists(Isolate), $"needs the isolate sample built ({Isolate}): dotnet build samples/Isolate -c Release");
     }
 
     /// <summary>Runs "PROGRAM ARGS" through bash (so fds can be redirected) as root or as uid 65534.</summary>
-    private static (int Code, string Stdout, string Stderr) Run(string program, string args, bool unprivileged)
+    internal static (int Code, string Stdout, string Stderr) Run(string program, string args, bool unprivileged)
     {
         var info = new ProcessStartInfo(unprivileged ? "setpriv" : "/bin/bash") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = "/" };
         if (unprivileged)
@@ -91,7 +91,7 @@ public sealed class BwrapTests
         AssertSame(commandLine, unprivileged: true);
     }
 
-    private static void AssertSame(string commandLine, bool unprivileged)
+    internal static void AssertSame(string commandLine, bool unprivileged)
     {
         var bwrap = Run("/usr/bin/bwrap", commandLine, unprivileged);
         var isolate = Run((unprivileged ? Staging.ProgramForAnyUser(Isolate) : Isolate) + " bwrap", commandLine, unprivileged);
