@@ -40,7 +40,11 @@ public sealed class PackedPackage : IDisposable
         }
         RepositoryUrl = origin;
         Run("dotnet", [.. args], root);
+        args[1] = Path.Combine(root, "src/Isolation.Extensions.Hosting/Isolation.Extensions.Hosting.csproj");
+        Run("dotnet", [.. args], root);
     }
+
+    public string HostingNupkg => Path.Combine(Feed, $"Isolation.Extensions.Hosting.{Version}.nupkg");
 
     public ZipArchive OpenNupkg() => ZipFile.OpenRead(Nupkg);
 

@@ -57,6 +57,26 @@ public sealed class PackageTests(PackedPackage package, ITestOutputHelper output
     }
 
     [Fact]
+    public void The_hosting_package_depends_on_Isolation_and_the_Microsoft_Extensions_abstractions_only()
+    {
+        using ZipArchive zip = ZipFile.OpenRead(package.HostingNupkg);
+        XElement metadata = XDocument.Load(new MemoryStream(PackedPackage.ReadEntry(zip, "Isolation.Extensions.Hosting.nuspec"))).Root!.Element(Nuspec + "metadata")!;
+        string[] dependencies = [.. metadata.Descendants(Nuspec + "dependency").Select(d => $"{d.Attribute("id")!.Value} {d.Attribute("version")!.Value}").Order()];
+        Assert.Equal([
+            $"Isolation {package.Version}",
+            "Microsoft.Extensions.Configuration.Abstractions 10.0.0",
+            "Microsoft.Extensions.Configuration.Binder 10.0.0",  // the configuration-binding source generator
+            "Microsoft.Extensions.DependencyInjection.Abstractions 10.0.0",
+            "Microsoft.Extensions.Diagnostics.HealthChecks.Abstractions 10.0.0",
+            "Microsoft.Extensions.Options 10.0.0",
+        ], dependencies);
+        Assert.Equal("PACKAGE.md", metadata.Element(Nuspec + "readme")?.Value);
+        Assert.Equal("icon.png", metadata.Element(Nuspec + "icon")?.Value);
+        Assert.Equal(package.Commit, (string?)metadata.Element(Nuspec + "repository")?.Attribute("commit"));
+        Assert.True(File.Exists(Path.ChangeExtension(package.HostingNupkg, ".snupkg")), "the hosting package has no .snupkg");
+    }
+
+    [Fact]
     public void Package_validation_is_on_and_the_symbols_are_a_separate_snupkg()
     {
         string properties = PackedPackage.Run("dotnet", ["msbuild", Path.Combine(TestHostRunner.RepoRoot, "src/Isolation/Isolation.csproj"),
