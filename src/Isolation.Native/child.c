@@ -1019,6 +1019,16 @@ static long arrange_fds(struct iso_child_args *a, int *slot)
     return 0;
 }
 
+/* child: whether any of 0..2 is a terminal (TCGETS succeeds only on one). */
+static int stdio_is_terminal(void)
+{
+    char termios[128] __attribute__((aligned(8)));
+    for (int fd = 0; fd < 3; fd++)
+        if (iso_sys3(SYS_ioctl, fd, TCGETS, termios) == 0)
+            return 1;
+    return 0;
+}
+
 /* The child's entry point (see iso_clone3 / clone): a fork of the helper. Never returns on success. */
 int iso_child_main(void *arg)
 {
@@ -1154,6 +1164,11 @@ int iso_child_main(void *arg)
         if (rc < 0)
             fail(req, ISO_STEP_STDIO, i, rc, 0);
     }
+
+    /* No PID namespace: lead a process group of our own, so that Dispose can kill what we leave behind. Not with a
+     * terminal on stdio: a background group reading it would be stopped (SIGTTIN), so we stay in the caller's. */
+    if ((req->flags & ISO_SPAWN_OWN_GROUP) && !stdio_is_terminal() && (rc = iso_sys2(SYS_setpgid, 0, 0)) < 0)
+        fail(req, ISO_STEP_NEW_SESSION, -1, rc, 0);
 
     if (req->cwd != 0 && (rc = iso_sys1(SYS_chdir, req->cwd)) < 0) {
         if (!(req->flags & ISO_SPAWN_CWD_FALLBACK))

@@ -37,7 +37,9 @@ iso_clone3:
     svc     #0
     cbz     x0, 1f
     ret
-1:  /* child, on its own stack; x2 (fn) and x3 (arg) survived the syscall */
+1:  /* child, on its own stack; x2 (fn) and x3 (arg) survived the syscall. AAPCS64: sp 16-byte aligned. */
+    mov     x9, sp
+    and     sp, x9, #-16
     mov     x29, #0
     mov     x30, #0
     mov     x0, x3

@@ -155,9 +155,12 @@ static void reply_failed(int status_fd, int pid, int step, int index, int err, i
     reply(status_fd, &r);
 }
 
+struct spawn_block;
+static void free_block(struct spawn_block *blk);
+
 static void free_spawn(struct spawn *s)
 {
-    free(s->block);
+    free_block(s->block);
     s->block = NULL;
     close_fd(&s->pidfd);
     close_fd(&s->sync_fd);
@@ -265,8 +268,52 @@ struct spawn_block {
     int fds[ISO_MAX_SPAWN_FDS];
     char error_fd_text[16];
     char scratch[8192];
-    char stack[64 * 1024] __attribute__((aligned(16)));
+    char *stack;      /* ISO_CHILD_STACK bytes above a guard page (stack_get) */
 };
+
+/*
+ * The child's stack: its own mapping with a PROT_NONE guard page below it, so that an overflow faults instead
+ * of writing over the block (and, with CLONE_VM, our heap). Freed stacks are kept for the next spawns.
+ */
+#define ISO_CHILD_STACK (64 * 1024)
+static char *stack_cache[16];
+static int nstack_cache;
+
+static char *stack_get(void)
+{
+    if (nstack_cache > 0)
+        return stack_cache[--nstack_cache];
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    char *base = mmap(NULL, page + ISO_CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (base == MAP_FAILED)
+        return NULL;
+    if (mprotect(base, page, PROT_NONE) != 0) {
+        munmap(base, page + ISO_CHILD_STACK);
+        return NULL;
+    }
+    return base + page;
+}
+
+static void stack_put(char *stack)
+{
+    if (stack == NULL)
+        return;
+    if (nstack_cache < (int)(sizeof stack_cache / sizeof stack_cache[0])) {
+        stack_cache[nstack_cache++] = stack;
+        return;
+    }
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    munmap(stack - page, page + ISO_CHILD_STACK);
+}
+
+/* Frees a spawn block and its stack. */
+static void free_block(struct spawn_block *blk)
+{
+    if (blk == NULL)
+        return;
+    stack_put(blk->stack);
+    free(blk);
+}
 
 static void do_spawn(const struct iso_spawn_msg *m, size_t len, int *fds, uint32_t nfds)
 {
@@ -299,6 +346,8 @@ static void do_spawn(const struct iso_spawn_msg *m, size_t len, int *fds, uint32
     size_t total = strings_off + m->strings_len + 1;
     struct spawn_block *blk = NULL;
     if (err == 0 && (m->argc > 1u << 20 || m->strings_len > 1u << 30 || (blk = malloc(total)) == NULL))
+        err = ENOMEM;
+    if (err == 0 && (blk->stack = stack_get()) == NULL)
         err = ENOMEM;
     char *base = (char *)blk;
     char *strings = base + strings_off;
@@ -340,7 +389,7 @@ static void do_spawn(const struct iso_spawn_msg *m, size_t len, int *fds, uint32
         }
         for (uint32_t i = 0; i < nfds; i++)
             close(fds[i]);
-        free(blk);
+        free_block(blk);
         return;
     }
 
@@ -402,13 +451,13 @@ static void do_spawn(const struct iso_spawn_msg *m, size_t len, int *fds, uint32
         args.exit_signal = SIGCHLD;
         args.cgroup = cgroup_fd >= 0 ? (uint64_t)cgroup_fd : 0;
         args.stack = (uint64_t)(uintptr_t)blk->stack;
-        args.stack_size = sizeof blk->stack;
+        args.stack_size = ISO_CHILD_STACK;
         pid = iso_clone3(&args, sizeof args, iso_child_main, &blk->child);
         used_clone3 = pid > 0;
     }
     if (pid == -ENOSYS) {
         /* clone(2): no CLONE_INTO_CGROUP; the cgroup is joined below, before release. */
-        pid = clone(iso_child_main, blk->stack + sizeof blk->stack, (int)((share_vm ? CLONE_VM : 0) | CLONE_PIDFD | req->clone_flags | SIGCHLD), &blk->child, &pidfd);
+        pid = clone(iso_child_main, blk->stack + ISO_CHILD_STACK, (int)((share_vm ? CLONE_VM : 0) | CLONE_PIDFD | req->clone_flags | SIGCHLD), &blk->child, &pidfd);
         if (pid < 0)
             pid = -errno;
     }
@@ -425,11 +474,11 @@ static void do_spawn(const struct iso_spawn_msg *m, size_t len, int *fds, uint32
         close_fd(&cgroup_fd);
         close(sync_pipe[1]);
         close(error_pipe[0]);
-        free(blk);
+        free_block(blk);
         return;
     }
     if (!share_vm) {
-        free(blk); /* the child has its own copy */
+        free_block(blk); /* the child has its own copy */
         blk = NULL;
     }
     *s = (struct spawn){ WAIT_HOST, (int)pid, pidfd, sync_pipe[1], error_pipe[0], status_fd, m->death_signal, used_clone3, blk };
@@ -500,7 +549,7 @@ static void on_error_pipe(struct spawn *s, size_t index)
 {
     unwatch(s->error_fd);
     close_fd(&s->error_fd);
-    free(s->block);
+    free_block(s->block);
     s->block = NULL;
     s->state = RUNNING;
     watch(s->pidfd, index, EV_EXIT);

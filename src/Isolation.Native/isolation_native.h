@@ -79,6 +79,8 @@ struct iso_op {
 #define ISO_SPAWN_CWD_FALLBACK   0x80u  /* cwd missing: chdir to $HOME of envp, else to "/" (bubblewrap's rule) */
 #define ISO_SPAWN_FORK           0x100u /* the child changes its credentials: give it a private copy of the helper's
                                            memory instead of CLONE_VM (helper.c, do_spawn) */
+#define ISO_SPAWN_OWN_GROUP      0x200u /* no PID namespace: setpgid(0, 0) before exec unless stdio is a terminal, so
+                                           that Dispose can kill the sandbox's process group */
 
 /* The request: the spec's part is built once per spec by managed code and packed for the spawn helper
  * (iso_pack_spec); the helper fills the per-spawn part (path, argv, descriptors) into its copy. The child is
@@ -344,6 +346,7 @@ int IsolationNative_WaitExec(int error_fd, struct iso_child_error *error);
 int IsolationNative_Continue(int status_fd);
 int IsolationNative_WriteProcFile(int pid, const char *name, const char *text, size_t len);
 int IsolationNative_PidfdSendSignal(int pidfd, int sig);
+int IsolationNative_SignalProcessGroup(int pidfd, int pid, int sig, int leader_unreaped);
 int IsolationNative_WaitReadable(int fd, int timeout_ms);
 int IsolationNative_OpenIdmappedTree(const char *source, int userns_fd, int recursive, uint64_t attr_set);
 /* How IsolationNative_OpenExecutable made a file executable. */

@@ -433,6 +433,28 @@ EXPORT int IsolationNative_PidfdSendSignal(int pidfd, int sig)
     return rc == 0 ? 0 : -errno;
 }
 
+#ifndef PIDFD_SIGNAL_PROCESS_GROUP
+#define PIDFD_SIGNAL_PROCESS_GROUP (1U << 2)
+#endif
+
+/*
+ * Host: signals the process group the sandbox leads (ISO_SPAWN_OWN_GROUP): its pid is the group's id.
+ * pidfd_send_signal(PIDFD_SIGNAL_PROCESS_GROUP) (Linux 6.9) names the group through the pidfd, so it is right
+ * even after the leader was reaped. Older kernels: kill(-pid) only while the leader is unreaped
+ * (leader_unreaped), when the number cannot belong to anyone else. Returns 0, -ESRCH (no member left),
+ * -EINVAL (an old kernel and the leader gone: nothing can name the group safely) or -errno.
+ */
+EXPORT int IsolationNative_SignalProcessGroup(int pidfd, int pid, int sig, int leader_unreaped)
+{
+    if (syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, PIDFD_SIGNAL_PROCESS_GROUP) == 0)
+        return 0;
+    if (errno != EINVAL)
+        return -errno;
+    if (!leader_unreaped || pid <= 1)
+        return -EINVAL;
+    return kill(-pid, sig) == 0 ? 0 : -errno;
+}
+
 #ifndef MFD_EXEC
 #define MFD_EXEC 0x0010U
 #endif

@@ -209,13 +209,49 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
 
     /// <summary>
     /// Kills the sandbox with SIGKILL. With a cgroup (<see cref="NamespaceBuilder.WithCgroup"/>) every process
-    /// in it is killed (cgroup.kill); with a PID namespace too (the program is its PID 1). The exit status then says <see cref="TerminationReason.Killed"/>.
+    /// in it is killed (cgroup.kill); with a PID namespace too (the program is its PID 1); without either, the
+    /// program's process group (what it started, unless that left the group with setsid/setpgid; not when its stdio
+    /// is a terminal, where it stays in the caller's group). The exit status then says <see cref="TerminationReason.Killed"/>.
     /// </summary>
     public bool Kill()
     {
         _killRequested = true;
         KillCgroup(); // the whole tree, not only the program (IsolatedProcess.Cgroups.cs)
-        return Signal(SIGKILL);
+        bool grouped = KillProcessGroup(); // the program is in its group: it may be dying by the time Signal runs
+        return Signal(SIGKILL) || grouped;
+    }
+
+    /// <summary>
+    /// Without a PID namespace the sandbox leads a process group of its own (its session with
+    /// <see cref="NamespaceBuilder.WithNewSession"/>), unless its stdio is a terminal.
+    /// </summary>
+    internal bool LeadsProcessGroup { get; init; }
+
+    /// <summary>
+    /// Without a PID namespace, SIGKILL to the sandbox's process group: what it started and left behind, even after
+    /// the program itself exited (Linux 6.9+; before, only while the program has not been reaped). A process that
+    /// left the group (setsid, setpgid) can be reached only through a PID namespace or a cgroup.
+    /// </summary>
+    /// <returns>Whether the group got the signal.</returns>
+    private bool KillProcessGroup()
+    {
+        if (!LeadsProcessGroup)
+            return false;
+        bool added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            return IsolationNative_SignalProcessGroup(_handle.Pidfd, Id, SIGKILL, HasExited ? 0 : 1) == 0;
+        }
+        catch (ObjectDisposedException)
+        {
+            return false; // released: nothing left to name the group with
+        }
+        finally
+        {
+            if (added)
+                _handle.DangerousRelease();
+        }
     }
 
     private void OnTimeout()
@@ -225,6 +261,7 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
         _timedOut = true;
         Log.TimedOut(_logger, Id, _timeout!.Value);
         KillCgroup();
+        KillProcessGroup();
         Signal(SIGKILL);
     }
 
@@ -302,6 +339,8 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
             return;
         if (!HasExited)
             Kill();
+        else
+            KillProcessGroup(); // the program is gone; what it left in its group is not
         if (!_exitedFlag)
             await ((Task)Waiters().Task).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         Release();
@@ -314,6 +353,8 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
             return;
         if (!HasExited)
             Kill();
+        else
+            KillProcessGroup(); // the program is gone; what it left in its group is not
         if (!_exitedFlag)
         {
             try

@@ -271,7 +271,10 @@ public sealed unsafe partial class IsolationSpec
             Log.Released(_logger, reply.pid);
         }
         Log.Execed(_logger, reply.pid, program);
-        return new IsolatedProcess(reply.pid, handle, helper, stdio.TakeStreams(), _state.Timeout, _processLogger, cgroup, cgroupError);
+        return new IsolatedProcess(reply.pid, handle, helper, stdio.TakeStreams(), _state.Timeout, _processLogger, cgroup, cgroupError)
+        {
+            LeadsProcessGroup = !_state.Namespaces.HasFlag(Namespaces.Pid),
+        };
     }
 
     /// <summary>This spec's id in <paramref name="helper"/>: packed and sent once per helper (DESIGN.md §2, "per spawn").</summary>

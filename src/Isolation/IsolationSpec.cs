@@ -114,6 +114,7 @@ public sealed unsafe partial class IsolationSpec
             flags = ISO_SPAWN_WAIT_RELEASE
                 | (state.Namespaces.HasFlag(Namespaces.Net) ? ISO_SPAWN_LOOPBACK_UP : 0)
                 | (state.NewSession ? ISO_SPAWN_NEW_SESSION : 0)
+                | (state.Namespaces.HasFlag(Namespaces.Pid) || state.NewSession ? 0 : ISO_SPAWN_OWN_GROUP)
                 | (state.Uid is not null ? ISO_SPAWN_SET_IDS : 0)
                 | (state.SetGroups ? ISO_SPAWN_SET_GROUPS : 0)
                 | (state.WorkingDirectoryFallback ? ISO_SPAWN_CWD_FALLBACK : 0)

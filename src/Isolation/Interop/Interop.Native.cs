@@ -17,6 +17,7 @@ internal static unsafe partial class Interop
     internal const uint ISO_SPAWN_SET_GROUPS = 0x40;
     internal const uint ISO_SPAWN_CWD_FALLBACK = 0x80;
     internal const uint ISO_SPAWN_FORK = 0x100;
+    internal const uint ISO_SPAWN_OWN_GROUP = 0x200;
 
     internal const ulong CLONE_NEWTIME = 0x80;
 
@@ -241,6 +242,13 @@ internal static unsafe partial class Interop
     /// <returns>0 when the signal was sent; -errno (ESRCH once the process has been reaped).</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_PidfdSendSignal")]
     internal static partial int IsolationNative_PidfdSendSignal(int pidfd, int signal);
+
+    /// <returns>
+    /// 0 when the signal was sent to the process group the sandbox leads; -ESRCH when none of it is left; -EINVAL on a
+    /// kernel before 6.9 once the leader was reaped (<paramref name="leaderUnreaped"/> 0: the group cannot be named safely).
+    /// </returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_SignalProcessGroup")]
+    internal static partial int IsolationNative_SignalProcessGroup(int pidfd, int pid, int signal, int leaderUnreaped);
 
     /// <returns>A detached, idmapped clone of <paramref name="source"/> (close-on-exec); -errno on failure (EPERM without CAP_SYS_ADMIN over its file system).</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_OpenIdmappedTree")]

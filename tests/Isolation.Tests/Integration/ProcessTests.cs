@@ -20,6 +20,37 @@ public sealed class ProcessTests
         return (output, await p.WaitForExitAsync());
     }
 
+    [Theory]
+    [InlineData(true)]  // the program still runs when the sandbox is disposed
+    [InlineData(false)] // the program has exited and left a background child behind
+    public async Task Without_a_PID_namespace_or_cgroup_dispose_kills_the_sandboxes_process_group(bool programRunning)
+    {
+        IsolationSpec spec = new NamespaceBuilder().WithNamespaces(Namespaces.User).MapCurrentUserToRoot().WithStandardOutput(Stdio.Pipe).Build();
+        int background;
+        await using (IsolatedProcess p = spec.Start("/bin/sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!" + (programRunning ? "; exec sleep 300" : "")))
+        {
+            background = int.Parse((await new StreamReader(p.StandardOutput!).ReadLineAsync())!);
+            if (!programRunning)
+                await p.WaitForExitAsync();
+            Assert.True(IsAlive(background), "the background child should run until the sandbox is disposed");
+        }
+
+        Assert.True(SpinWait.SpinUntil(() => !IsAlive(background), TimeSpan.FromSeconds(5)), $"pid {background} of the sandbox's process group survived Dispose");
+    }
+
+    /// <summary>Running (not gone, not a zombie waiting for its new parent to reap it).</summary>
+    private static bool IsAlive(int pid)
+    {
+        try
+        {
+            return !File.ReadAllLines($"/proc/{pid}/status").Any(l => l.StartsWith("State:", StringComparison.Ordinal) && l.Contains('Z'));
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
     [Fact]
     public async Task Arguments_reach_the_program_unchanged()
     {

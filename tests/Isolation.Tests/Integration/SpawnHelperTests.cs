@@ -203,5 +203,34 @@ public sealed class SpawnHelperDeathTests
         return false;
     }
 
+    [Fact]
+    public void The_childs_stack_has_a_guard_page_below_it()
+    {
+        // The helper keeps a spawned child's stack for the next spawn: after one start, its mapping is in the
+        // helper's maps, a 64 KiB read-write region right above a PROT_NONE page (an overflow faults there).
+        using (IsolatedProcess p = new NamespaceBuilder().Build().Start("/bin/true"))
+            p.WaitForExit();
+
+        int[] helpers = [.. Host.Descendants().Where(Host.IsSpawnHelper)];
+        Assert.NotEmpty(helpers);
+        Assert.Contains(helpers, pid => HasGuardedStack(File.ReadAllLines($"/proc/{pid}/maps")));
+    }
+
+    /// <summary>A "---p" page whose end is the start of a 64 KiB "rw-p" anonymous region.</summary>
+    private static bool HasGuardedStack(string[] maps)
+    {
+        var regions = maps.Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            .Select(f => (Range: f[0].Split('-').Select(a => Convert.ToUInt64(a, 16)).ToArray(), Perms: f[1], Anonymous: f.Length < 6))
+            .ToArray();
+        for (int i = 0; i + 1 < regions.Length; i++)
+        {
+            var (guard, stack) = (regions[i], regions[i + 1]);
+            if (guard.Perms == "---p" && guard.Range[1] - guard.Range[0] == 4096 && stack.Perms == "rw-p" && stack.Anonymous
+                && stack.Range[0] == guard.Range[1] && stack.Range[1] - stack.Range[0] == 64 * 1024)
+                return true;
+        }
+        return false;
+    }
+
     [System.Runtime.InteropServices.DllImport("libc")] private static extern int kill(int pid, int signal);
 }
