@@ -25,15 +25,26 @@ internal static class DiagnosticsOff
         }
         if (Environment.GetEnvironmentVariable(Variable) == "0")
             return; // already off (the caller's own choice stays in the environment)
+        if (!System.Runtime.CompilerServices.RuntimeFeature.IsDynamicCodeSupported)
+            return; // NativeAOT: built with EnableDiagnostics=false, there is no diagnostics server to turn off
         string self = Environment.ProcessPath ?? "/proc/self/exe";
         string[] argv = [self, .. args];
         string[] envp = [.. Environment.GetEnvironmentVariables().Keys.Cast<string>()
             .Where(k => k != Variable && k != Marker)
             .Select(k => $"{k}={Environment.GetEnvironmentVariable(k)}"), $"{Variable}=0", $"{Marker}=1"];
-        // The runtime we are leaving made its socket already: remove it, or it stays behind in $TMPDIR.
+        // The runtime we are leaving made its socket already: remove it, or it stays behind in $TMPDIR. A socket
+        // of an earlier process that had our pid may be there too; one of another user's is not ours to remove.
         string tmp = Path.GetTempPath();
         foreach (string stale in Directory.EnumerateFiles(tmp, $"dotnet-diagnostic-{Environment.ProcessId}-*-socket"))
-            File.Delete(stale);
+        {
+            try
+            {
+                File.Delete(stale);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+            }
+        }
         execve(self, [.. argv, null], [.. envp, null]);
         // execve returned: run on with diagnostics on rather than not at all, and say so.
         Console.Error.WriteLine($"isolate: warning: could not re-execute with {Variable}=0 (errno {Marshal.GetLastPInvokeError()}); the .NET diagnostics socket stays open");
