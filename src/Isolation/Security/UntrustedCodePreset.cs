@@ -109,6 +109,8 @@ public static class UntrustedCodePreset
                 .NoNewPrivileges()
                 .WithDefaultSeccomp()
                 .DisableNestedUserNamespaces()
+                // Landlock ABI 6 where the kernel has it: no abstract unix socket and no signal outside the sandbox.
+                .WithLandlock(l => l.ScopesOnly().ScopeAbstractUnixSockets().ScopeSignals())
                 .SetUpAsNamespaceRoot());
     }
 
