@@ -271,7 +271,7 @@ public sealed class SecurityTests
     [Fact]
     public async Task The_untrusted_preset_runs_a_program_with_nothing_left_to_take()
     {
-        // As root too, the preset's identity is host nobody: it binds and runs the copy any user reaches.
+        // As root the preset's identity is a block of host ids of its own: it binds and runs the copy any user reaches.
         NamespaceBuilder builder = NamespaceBuilder.ForUntrustedCode()
             .WithMounts(m => m.BindReadOnly(TestHostRunner.DirectoryForAnyUser, TestHostRunner.DirectoryForAnyUser))
             .WithEnvironment(e => e.Set("DOTNET_EnableDiagnostics", "0"));
