@@ -113,7 +113,7 @@ internal sealed class SandboxFlags
                 "--rlimit" => Rlimit(b, v),
                 "--timeout" => b.WithTimeout(Duration(v, name)),
                 "--cgroup-parent" => b.WithCgroup(c => c.Parent(v)),
-                "--cgroup-best-effort" => b.WithCgroup(c => c.BestEffort()),
+                "--cgroup-best-effort" => b, // applied last: a later limit option would make the limits required again
                 "--seccomp" or "--add-seccomp-fd" => b.WithSecurity(s => s.WithSeccompProgram(SeccompProgram.FromBytes(ReadFd(v, name)))),
                 "--seccomp-profile" => b.WithSecurity(s => s.WithSeccompProfileJson(File.ReadAllText(v))),
                 "--landlock-ro" => b.WithSecurity(s => s.WithLandlock(l => l.AllowRead(Path.GetFullPath(v)))),
@@ -124,6 +124,8 @@ internal sealed class SandboxFlags
             disableUserns |= name == "--disable-userns";
             assertUsernsDisabled |= name == "--assert-userns-disabled";
         }
+        if (_given.Exists(g => g.Name == "--cgroup-best-effort"))
+            b = b.WithCgroup(c => c.BestEffort());
         if (disableUserns)
             b = b.WithSecurity(s => s.DisableNestedUserNamespaces());
         // With --disable-userns (or --untrusted) the kernel guarantees it; isolate cannot join an existing

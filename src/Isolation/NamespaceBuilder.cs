@@ -183,13 +183,17 @@ public sealed class NamespaceBuilder
 
     /// <summary>
     /// Give the sandbox a new cgroup of its own with these limits (appends to the settings made so far). The
-    /// program is in it from its first instruction; the cgroup is removed when the process is disposed.
+    /// program is in it from its first instruction; the cgroup is removed when the process is disposed. The
+    /// limits are required — <see cref="IsolationSpec.Start"/> refuses to run without them — unless this call
+    /// says <see cref="CgroupBuilder.BestEffort"/> (an earlier call's best effort does not carry over).
     /// </summary>
     /// <example><code>.WithCgroup(c => c.MemoryMax(256L &lt;&lt; 20).PidsMax(64).CpuMax(0.5))</code></example>
     public NamespaceBuilder WithCgroup(Action<CgroupBuilder> configure)
     {
         ArgumentNullException.ThrowIfNull(configure);
-        var builder = new CgroupBuilder(_state.Cgroup ?? new CgroupSettings());
+        // Limits set explicitly are required unless this call says best effort: a WithCgroup after
+        // ForUntrustedCode() (whose own limits are best effort) refuses to start without its limits.
+        var builder = new CgroupBuilder((_state.Cgroup ?? new CgroupSettings()) with { BestEffort = false });
         configure(builder);
         return With(_state with { Cgroup = builder.Settings });
     }

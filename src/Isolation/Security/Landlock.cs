@@ -69,6 +69,7 @@ public sealed class LandlockBuilder
     private bool _restrictTcp;
     private bool _scopeSignals;
     private bool _scopeAbstractUnix;
+    private bool _scopesOnly;
     private int _requiredAbi;
 
     internal LandlockBuilder()
@@ -122,6 +123,17 @@ public sealed class LandlockBuilder
     }
 
     /// <summary>
+    /// Handle no file-system access unless another <c>WithLandlock</c> call allows paths: the ruleset only scopes (<see cref="ScopeSignals"/>,
+    /// <see cref="ScopeAbstractUnixSockets"/>) and, when ports are given, TCP. On a kernel without scopes (ABI
+    /// below 6) and without TCP rules nothing is applied, and <see cref="IsolationSpec.LandlockAbi"/> says 0.
+    /// </summary>
+    public LandlockBuilder ScopesOnly()
+    {
+        _scopesOnly = true;
+        return this;
+    }
+
+    /// <summary>
     /// Require at least this Landlock ABI: <see cref="NamespaceBuilder.Build"/> throws
     /// <see cref="PlatformNotSupportedException"/> on a host with less. Without it Landlock is best-effort:
     /// rights the host does not know are left out and <see cref="IsolationSpec.LandlockAbi"/> says what was applied.
@@ -137,7 +149,7 @@ public sealed class LandlockBuilder
     internal const ulong AllFs = (1UL << 16) - 1;
 
     internal LandlockPolicy Build() =>
-        new([.. _paths], [.. _ports], _restrictTcp || _ports.Count > 0, _scopeSignals, _scopeAbstractUnix, _requiredAbi);
+        new([.. _paths], [.. _ports], _restrictTcp || _ports.Count > 0, _scopeSignals, _scopeAbstractUnix, _requiredAbi) { ScopesOnly = _scopesOnly };
 
     private LandlockBuilder AllowPaths(string[] paths, LandlockFsAccess access)
     {
@@ -166,6 +178,9 @@ internal sealed record LandlockPolicy(
     int RequiredAbi)
 {
     public const int NewestAbi = 7;
+
+    /// <summary>No file-system right is handled (<see cref="LandlockBuilder.ScopesOnly"/>).</summary>
+    public bool ScopesOnly { get; init; }
     public const ulong NetBindTcp = 1UL << 0;
     public const ulong NetConnectTcp = 1UL << 1;
     public const ulong ScopeAbstractUnixSocket = 1UL << 0;
@@ -183,7 +198,7 @@ internal sealed record LandlockPolicy(
 
     /// <summary>The handled sets for <paramref name="abi"/>: fs rights handled, TCP handled when asked, scopes.</summary>
     public (ulong Fs, ulong Net, ulong Scoped) Handled(int abi) => (
-        FsRights(abi),
+        ScopesOnly ? 0 : FsRights(abi),
         RestrictTcp && abi >= 4 ? NetBindTcp | NetConnectTcp : 0,
         abi >= 6 ? (ScopeSignals ? ScopeSignal : 0) | (ScopeAbstractUnix ? ScopeAbstractUnixSocket : 0) : 0);
 }

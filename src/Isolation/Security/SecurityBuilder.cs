@@ -106,7 +106,10 @@ public sealed class SecurityBuilder
         LandlockPolicy added = builder.Build();
         LandlockPolicy merged = _policy.Landlock is not { } old ? added : new LandlockPolicy(
             old.Paths.AddRange(added.Paths), old.Ports.AddRange(added.Ports), old.RestrictTcp || added.RestrictTcp,
-            old.ScopeSignals || added.ScopeSignals, old.ScopeAbstractUnix || added.ScopeAbstractUnix, Math.Max(old.RequiredAbi, added.RequiredAbi));
+            old.ScopeSignals || added.ScopeSignals, old.ScopeAbstractUnix || added.ScopeAbstractUnix, Math.Max(old.RequiredAbi, added.RequiredAbi))
+        {
+            ScopesOnly = old.ScopesOnly && added.ScopesOnly, // a later call that allows paths handles the file system
+        };
         return Set(_policy with { Landlock = merged });
     }
 

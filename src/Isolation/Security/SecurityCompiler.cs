@@ -50,6 +50,8 @@ internal static unsafe class SecurityCompiler
         var paths = new List<(string Path, ulong Access)>();
         var ports = new List<(ulong Port, ulong Access)>();
         (ulong Fs, ulong Net, ulong Scoped) handled = default;
+        if (landlock is not null && landlock.Handled(abi) == default)
+            (abi, landlock) = (0, null); // scopes only, on a kernel without them: nothing to restrict
         if (landlock is not null)
         {
             handled = landlock.Handled(abi);

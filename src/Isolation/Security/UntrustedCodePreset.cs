@@ -9,8 +9,9 @@ namespace Isolation.Security;
 /// <list type="bullet">
 /// <item><b>Namespaces</b> user, PID, mount, IPC, UTS, network and cgroup: the program sees its own processes
 /// only (it cannot signal or ptrace the host's), no network but a loopback, its own IPC objects and host name.</item>
-/// <item><b>Identity</b>: uid and gid 0 inside a user namespace, mapped to the caller when unprivileged and to
-/// <c>nobody</c> (65534) when the caller is root, so that whatever escapes the file-system view lands without
+/// <item><b>Identity</b>: uid and gid 0 inside a user namespace, mapped to the caller when unprivileged and, when the
+/// caller is root, to a block of 65536 host ids of its own (IdMaps/IdBlocks.cs; not <c>nobody</c>, whom host
+/// daemons know), so that whatever escapes the file-system view lands without
 /// the host's root. Root inside holds capabilities only over the sandbox's own namespaces, and not even those
 /// (below).</item>
 /// <item><b>File system</b>: pivot_root into an empty tmpfs, made read-only after setup; <c>/usr</c> and the
@@ -109,6 +110,8 @@ public static class UntrustedCodePreset
                 .NoNewPrivileges()
                 .WithDefaultSeccomp()
                 .DisableNestedUserNamespaces()
+                // Landlock ABI 6 where the kernel has it: no abstract unix socket and no signal outside the sandbox.
+                .WithLandlock(l => l.ScopesOnly().ScopeAbstractUnixSockets().ScopeSignals())
                 .SetUpAsNamespaceRoot());
     }
 

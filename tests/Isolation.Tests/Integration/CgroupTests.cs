@@ -390,6 +390,23 @@ public sealed class CgroupTests
         Assert.Empty(outcome.CgroupDirectories);
         Assert.Contains("Delegate=yes", outcome.CgroupError);
     }
+
+    [Fact]
+    public void Limits_set_after_the_untrusted_preset_are_required_and_a_start_without_them_is_refused()
+    {
+        CgroupHost.Require();
+        Host.RequireUnprivilegedRunner(); // uid 65534 has no cgroup delegation (the test above relies on it too)
+        SpawnOutcome required = TestHostRunner.SpawnUnprivileged("--untrusted", "--memory-max", "67108864", "--pids-max", "32", "--", "/bin/true");
+        SpawnOutcome preset = TestHostRunner.SpawnUnprivileged("--untrusted", "--", "/bin/true");
+        SpawnOutcome relaxed = TestHostRunner.SpawnUnprivileged("--untrusted", "--pids-max", "32", "--cgroup-best-effort", "--", "/bin/true");
+
+        Assert.False(required.Started);
+        Assert.Equal("Cgroup", required.Error!.Step);
+        Assert.True(preset.Started, preset.Error?.Message); // the preset's own limits are best effort
+        Assert.NotNull(preset.CgroupError);
+        Assert.True(relaxed.Started, relaxed.Error?.Message);
+        Assert.NotNull(relaxed.CgroupError);
+    }
 }
 
 /// <summary>Cgroup leak checks that count this process's cgroups, so they run alone.</summary>

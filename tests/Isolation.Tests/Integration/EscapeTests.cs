@@ -29,7 +29,7 @@ public sealed partial class EscapeTests(ITestOutputHelper output) : IDisposable
         using var pty = Pty.Open();
         File.WriteAllText(MarkerFile, _markerText);
 
-        // The preset's identity is host nobody even for root: bind and run the copy any user reaches.
+        // As root the preset's identity is a block of host ids of its own: bind and run the copy any user reaches.
         NamespaceBuilder builder = NamespaceBuilder.ForUntrustedCode()
             .WithMounts(m => m.BindReadOnly(TestHostRunner.DirectoryForAnyUser, TestHostRunner.DirectoryForAnyUser))
             .WithEnvironment(e => e.Set("DOTNET_EnableDiagnostics", "0"))

@@ -395,8 +395,8 @@ public sealed class IsolateUnshareTests
         (await RunAsync(Unshare!, args, unprivileged, stdin, environment),
          await RunAsync(unprivileged ? IsolateForAnyUser : Isolate, ["unshare", .. args], unprivileged, stdin, environment));
 
-    /// <summary>Runs <paramref name="file"/> (through setpriv as uid/gid 65534 when unprivileged) and collects its status and output.</summary>
-    internal static async Task<Outcome> RunAsync(string file, string[] args, bool unprivileged, string? stdin = null, Dictionary<string, string>? environment = null)
+    /// <summary>How to start <paramref name="file"/> with <paramref name="args"/>, through setpriv as uid/gid 65534 when unprivileged; stdio redirected.</summary>
+    internal static ProcessStartInfo StartInfo(string file, string[] args, bool unprivileged)
     {
         var info = new ProcessStartInfo(unprivileged ? "setpriv" : file)
         {
@@ -414,6 +414,13 @@ public sealed class IsolateUnshareTests
             info.ArgumentList.Add(a);
         info.Environment["HOME"] = "/tmp";
         info.Environment["DOTNET_CLI_HOME"] = "/tmp";
+        return info;
+    }
+
+    /// <summary>Runs <paramref name="file"/> (through setpriv as uid/gid 65534 when unprivileged) and collects its status and output.</summary>
+    internal static async Task<Outcome> RunAsync(string file, string[] args, bool unprivileged, string? stdin = null, Dictionary<string, string>? environment = null)
+    {
+        ProcessStartInfo info = StartInfo(file, args, unprivileged);
         foreach ((string name, string value) in environment ?? [])
             info.Environment[name] = value;
 

@@ -116,22 +116,7 @@ public sealed class IsolateUntrustedTests
                 echo READY
                 read line
                 """;
-            var info = new ProcessStartInfo(unprivileged ? "setpriv" : Isolate)
-            {
-                RedirectStandardInput = true,
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-                UseShellExecute = false,
-            };
-            if (unprivileged)
-            {
-                foreach (string a in (string[])["--reuid=65534", "--regid=65534", "--clear-groups", "--", IsolateForAnyUser])
-                    info.ArgumentList.Add(a);
-            }
-            foreach (string a in (string[])[.. prefix, "/bin/sh", "-c", script])
-                info.ArgumentList.Add(a);
-            info.Environment["HOME"] = "/tmp";
-            info.Environment["DOTNET_CLI_HOME"] = "/tmp";
+            ProcessStartInfo info = StartInfo(unprivileged ? IsolateForAnyUser : Isolate, [.. prefix, "/bin/sh", "-c", script], unprivileged);
             info.Environment["HOST_SECRET"] = "hunter2";
 
             using Process process = Process.Start(info)!;

@@ -234,6 +234,28 @@ public sealed class SecurityTests
     }
 
     [Fact]
+    public async Task Landlock_scopes_stop_signals_and_abstract_sockets_outside_and_the_preset_applies_them()
+    {
+        Assert.SkipWhen(SecurityCompiler.HostLandlockAbi() < 6, $"Landlock scopes need ABI 6 (Linux 6.12); this kernel offers ABI {SecurityCompiler.HostLandlockAbi()}");
+        string name = "iso-scope-" + Guid.NewGuid().ToString("N");
+        using var listener = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        listener.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint("\0" + name));
+        listener.Listen();
+        string script = $"kill -0 {Environment.ProcessId} 2>/dev/null && echo SIGNALLED; "
+            + $"/usr/bin/python3 -c \"import socket; socket.socket(socket.AF_UNIX).connect('\\0{name}')\" 2>/dev/null && echo CONNECTED; "
+            + "cat /etc/hostname >/dev/null && echo READ";
+
+        NamespaceBuilder shared = new NamespaceBuilder().WithNamespaces(Namespaces.User).MapCurrentUserToRoot(); // sees our pid and abstract sockets
+        MountRun.Result scoped = await MountRun.ShAsync(shared.WithSecurity(s => s.NoNewPrivileges()
+            .WithLandlock(l => l.ScopesOnly().ScopeSignals().ScopeAbstractUnixSockets())), script);
+        MountRun.Result open = await MountRun.ShAsync(shared, script);
+
+        Assert.Equal("READ\n", scoped.Stdout); // files are not handled: only the scopes restrict
+        Assert.Equal("SIGNALLED\nCONNECTED\nREAD\n", open.Stdout);
+        Assert.True(NamespaceBuilder.ForUntrustedCode().Build().LandlockAbi >= 6);
+    }
+
+    [Fact]
     public void A_missing_landlock_path_is_reported_with_the_step_and_the_path()
     {
         Assert.SkipWhen(SecurityCompiler.HostLandlockAbi() == 0, "the kernel has no Landlock");
@@ -249,7 +271,7 @@ public sealed class SecurityTests
     [Fact]
     public async Task The_untrusted_preset_runs_a_program_with_nothing_left_to_take()
     {
-        // As root too, the preset's identity is host nobody: it binds and runs the copy any user reaches.
+        // As root the preset's identity is a block of host ids of its own: it binds and runs the copy any user reaches.
         NamespaceBuilder builder = NamespaceBuilder.ForUntrustedCode()
             .WithMounts(m => m.BindReadOnly(TestHostRunner.DirectoryForAnyUser, TestHostRunner.DirectoryForAnyUser))
             .WithEnvironment(e => e.Set("DOTNET_EnableDiagnostics", "0"));
