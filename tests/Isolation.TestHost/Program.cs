@@ -17,8 +17,15 @@ return args switch
     ["storm", ..] => HostFaults.Storm(args[1..]),
     ["pipe-file", ..] => HostFaults.PipeFile(args[1..]),
     ["subreaper", ..] => HostFaults.Subreaper(args[1..]),
+    ["probe", ..] => Probe(),
     _ => Usage(),
 };
+
+static int Probe()
+{
+    Console.Out.Write(Isolation.Diagnostics.HostCapabilities.Probe().ToJson());
+    return 0;
+}
 
 static int Usage()
 {
