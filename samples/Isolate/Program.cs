@@ -7,6 +7,7 @@ return args switch
 {
     ["unshare", .. var rest] => await UnshareCommand.RunAsync(rest),
     ["bwrap", .. var rest] => await BwrapCommand.RunAsync(rest),
+    ["probe", .. var rest] => ProbeCommand.Run(rest),
     _ => Usage(),
 };
 

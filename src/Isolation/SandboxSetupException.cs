@@ -41,6 +41,10 @@ public sealed class SandboxSetupException : Exception
     private static string Format(string what, int errno, string? hint)
     {
         string message = errno != 0 ? $"{what}: {Errnos.Describe(errno)}" : what;
-        return hint is null ? message : $"{message}. Hint: {hint}";
+        message = hint is null ? message : $"{message}. Hint: {hint}";
+        // The errnos a host's configuration causes (a sysctl, AppArmor, no delegation, an old kernel): the probe says which.
+        return errno == Tmds.Linux.LibC.EPERM || errno == Tmds.Linux.LibC.EACCES || errno == Tmds.Linux.LibC.ENOSPC || errno == Tmds.Linux.LibC.ENOSYS
+            ? $"{message} (HostCapabilities.Probe(), or `isolate probe`, lists what this host allows this caller, with fixes)"
+            : message;
     }
 }

@@ -22,8 +22,15 @@ return args switch
     ["leaked-fds", ..] => Descriptors.LeakedFds(args[1..]),
     ["cgroup-hold", ..] => CgroupLeftovers.Hold(args[1..]),
     ["cgroup-reclaim", ..] => CgroupLeftovers.Reclaim(args[1..]),
+    ["probe", ..] => Probe(),
     _ => Usage(),
 };
+
+static int Probe()
+{
+    Console.Out.Write(Isolation.Diagnostics.HostCapabilities.Probe().ToJson());
+    return 0;
+}
 
 static int Usage()
 {
