@@ -21,33 +21,40 @@ internal static class DiagnosticsOff
         {
             Environment.SetEnvironmentVariable(Marker, null);
             Environment.SetEnvironmentVariable(Variable, null);
+            RemoveSocketOfRuntimeBefore();
             return;
         }
         if (Environment.GetEnvironmentVariable(Variable) == "0")
             return; // already off (the caller's own choice stays in the environment)
-        if (!System.Runtime.CompilerServices.RuntimeFeature.IsDynamicCodeSupported)
-            return; // NativeAOT: built with EnableDiagnostics=false, there is no diagnostics server to turn off
+        if (AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES") is null)
+            return; // NativeAOT (no host sets the assemblies): built with EnableDiagnostics=false, it has no server to turn off
         string self = Environment.ProcessPath ?? "/proc/self/exe";
         string[] argv = [self, .. args];
         string[] envp = [.. Environment.GetEnvironmentVariables().Keys.Cast<string>()
             .Where(k => k != Variable && k != Marker)
             .Select(k => $"{k}={Environment.GetEnvironmentVariable(k)}"), $"{Variable}=0", $"{Marker}=1"];
-        // The runtime we are leaving made its socket already: remove it, or it stays behind in $TMPDIR. A socket
-        // of an earlier process that had our pid may be there too; one of another user's is not ours to remove.
-        string tmp = Path.GetTempPath();
-        foreach (string stale in Directory.EnumerateFiles(tmp, $"dotnet-diagnostic-{Environment.ProcessId}-*-socket"))
-        {
-            try
-            {
-                File.Delete(stale);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-            }
-        }
         execve(self, [.. argv, null], [.. envp, null]);
         // execve returned: run on with diagnostics on rather than not at all, and say so.
         Console.Error.WriteLine($"isolate: warning: could not re-execute with {Variable}=0 (errno {Marshal.GetLastPInvokeError()}); the .NET diagnostics socket stays open");
+    }
+
+    /// <summary>
+    /// The runtime this process ran before the re-exec made its socket, on a thread of its own, perhaps just before
+    /// the exec: remove it now that it is gone. The runtime names it by pid and start time (clock ticks after
+    /// boot, field 22 of /proc/self/stat), both of which execve keeps; so a socket of an earlier process that had
+    /// our pid is left alone.
+    /// </summary>
+    private static void RemoveSocketOfRuntimeBefore()
+    {
+        try
+        {
+            string stat = File.ReadAllText("/proc/self/stat");
+            string startTime = stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[19];
+            File.Delete(Path.Join(Path.GetTempPath(), $"dotnet-diagnostic-{Environment.ProcessId}-{startTime}-socket"));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
     }
 
     [DllImport("libc", SetLastError = true)]

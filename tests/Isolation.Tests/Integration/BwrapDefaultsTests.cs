@@ -61,8 +61,13 @@ public sealed class BwrapDefaultsTests
         {
             Assert.Equal("up", await process.StandardOutput.ReadLineAsync()); // the sandbox runs: isolate is fully up
 
+            // The runtime names its socket by pid and start time (clock ticks after boot, field 22 of /proc/PID/stat),
+            // which execve keeps: the file of the runtime isolate left by re-executing must be gone too. Files of
+            // earlier processes that had the same pid may lie about; they are not isolate's.
             string pattern = $"dotnet-diagnostic-{process.Id}-";
-            Assert.Empty(Directory.EnumerateFiles(Path.GetTempPath(), pattern + "*"));
+            string stat = File.ReadAllText($"/proc/{process.Id}/stat");
+            string startTime = stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[19];
+            Assert.False(File.Exists(Path.Join(Path.GetTempPath(), $"{pattern}{startTime}-socket")), $"isolate's diagnostics socket {pattern}{startTime}-socket exists; isolate's environment: {string.Join(" ", Environ(process.Id))}");
             Assert.DoesNotContain(pattern, File.ReadAllText("/proc/net/unix"));
             Assert.Equal("", Environ(process.Id).FirstOrDefault(e => e.StartsWith("DOTNET_EnableDiagnostics=", StringComparison.Ordinal)) is { } v && v != "DOTNET_EnableDiagnostics=0" ? v : "");
             // The check can fail: a .NET process with diagnostics on (this one, unless started without) has the socket.
