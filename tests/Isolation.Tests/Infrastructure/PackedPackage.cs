@@ -32,9 +32,10 @@ public sealed class PackedPackage : IDisposable
         Commit = Run("git", ["-C", root, "rev-parse", "HEAD"], root).Trim();
         string origin = TryRun("git", ["-C", root, "remote", "get-url", "origin"], root)?.Trim() ?? "";
         List<string> args = ["pack", Path.Combine(root, "src/Isolation/Isolation.csproj"), "-c", "Release", "-o", Feed, $"-p:Version={Version}", "--nologo"];
-        if (origin.Length == 0)
+        if (origin.Length == 0 || origin.StartsWith('/') || origin.StartsWith('.') || origin.StartsWith("file:", StringComparison.Ordinal))
         {
-            // SourceLink takes the url from the origin remote; a checkout without one gets it from the property.
+            // SourceLink takes the url from the origin remote; a checkout without one, or cloned from a local path
+            // (as CI clones), gets it from the property.
             origin = "https://example.invalid/isolation.git";
             args.Add($"-p:RepositoryUrl={origin}");
         }

@@ -78,9 +78,14 @@ public sealed class InitTests
         ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "/bin/sh", "-c",
             string.Join(" && ", [$"echo {mode} > {MemfdNoexec}", .. steps, "exec \"$@\""]), "sh"];
 
-    /// <summary>Shell steps that leave no temp directory where exec is allowed (noexec tmpfs on /tmp and /dev/shm, TMPDIR=/tmp).</summary>
+    /// <summary>
+    /// Shell steps that leave no temp directory where exec is allowed (noexec tmpfs on /tmp and /dev/shm, TMPDIR=/tmp).
+    /// The test host's directory is bound back at its own path on top, so that a checkout under /tmp (as
+    /// <c>mktemp -d</c> makes for CI) stays where the test host and the shipped init are run from.
+    /// </summary>
     private static readonly string[] NoExecTempDirectories =
-        ["mount -t tmpfs -o noexec tmpfs /tmp", "mount -t tmpfs -o noexec tmpfs /dev/shm", "export TMPDIR=/tmp"];
+        [$"exec 9<'{TestHostRunner.Directory}'", "mount -t tmpfs -o noexec tmpfs /tmp", "mount -t tmpfs -o noexec tmpfs /dev/shm",
+            $"mkdir -p '{TestHostRunner.Directory}'", $"mount --no-canonicalize --bind /proc/self/fd/9 '{TestHostRunner.Directory}'", "exec 9<&-", "export TMPDIR=/tmp"];
 
     private static readonly string[] InitReport =
         ["/bin/sh", "-c", $"echo $$; cat /proc/1/comm; cat {MemfdNoexec}; (sh -c 'sleep 0.2 &' ); sleep 0.6; grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l; readlink /proc/1/exe"];
