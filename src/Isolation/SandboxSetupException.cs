@@ -14,6 +14,7 @@ public sealed class SandboxSetupException : Exception
         : base(Format(what, errno, hint))
     {
         Step = step;
+        What = what;
         Errno = errno;
         Path = path;
         Hint = hint;
@@ -22,6 +23,9 @@ public sealed class SandboxSetupException : Exception
 
     /// <summary>The step that failed.</summary>
     public SetupStep Step { get; }
+
+    /// <summary>What was being done, as the message starts with it (without the errno and the hint).</summary>
+    internal string What { get; }
 
     /// <summary>The errno the kernel returned (0 when the failure was not a system call's).</summary>
     public int Errno { get; }

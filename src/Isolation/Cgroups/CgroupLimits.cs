@@ -60,6 +60,23 @@ public sealed record CgroupLimits
             yield return "io";
     }
 
+    /// <summary>The limits that are set, as the v2 files name them (e.g. "memory.max 67108864, pids.max 32"), for messages.</summary>
+    internal string Describe()
+    {
+        var set = new List<string>();
+        if (MemoryMax is { } memoryMax) set.Add($"memory.max {memoryMax}");
+        if (MemoryHigh is { } memoryHigh) set.Add($"memory.high {memoryHigh}");
+        if (MemorySwapMax is { } swapMax) set.Add($"memory.swap.max {swapMax}");
+        if (PidsMax is { } pidsMax) set.Add($"pids.max {pidsMax}");
+        if (CpuQuotaMicroseconds is { } quota) set.Add($"cpu.max {quota} {CpuPeriodMicroseconds}");
+        if (CpuWeight is { } cpuWeight) set.Add($"cpu.weight {cpuWeight}");
+        if (CpusetCpus is { } cpus) set.Add($"cpuset.cpus {cpus}");
+        if (CpusetMems is { } mems) set.Add($"cpuset.mems {mems}");
+        if (IoWeight is { } ioWeight) set.Add($"io.weight {ioWeight}");
+        if (IoMax.Length > 0) set.Add($"io.max for {IoMax.Length} device(s)");
+        return string.Join(", ", set);
+    }
+
     /// <summary>PID_MAX_LIMIT on 64-bit (linux/threads.h): pids.max takes 0 to this ("max" beyond), else EINVAL.</summary>
     internal const long PID_MAX_LIMIT = 4 * 1024 * 1024;
 

@@ -39,6 +39,12 @@ public sealed unsafe partial class IsolationSpec
             Log.CgroupSkipped(_logger, e.Message);
             return (NoCgroup.Instance, e.Message);
         }
+        catch (SandboxSetupException e) when (settings.Limits.Describe() is { Length: > 0 } limits)
+        {
+            // Required limits (safe defaults): the sandbox does not run without them, and the error says which they are.
+            throw new SandboxSetupException(e.Step, e.What, e.Errno, e.Path,
+                $"the sandbox does not start without the limits asked for ({limits}); {e.Hint ?? "say CgroupBuilder.BestEffort() to run without them"}", e.MountIndex);
+        }
     }
 
     /// <summary>Parent, child waiting at sync 1: write its pid into each cgroup clone3 did not already put it in.</summary>

@@ -355,6 +355,7 @@ public sealed class CgroupTests
         Assert.Equal("Cgroup", outcome.Error!.Step);
         Assert.Contains("Delegate=yes", outcome.Error.Hint);
         Assert.Contains("writable", outcome.Error.Hint);
+        Assert.Contains("the limits asked for (pids.max 16)", outcome.Error.Hint); // required limits are named
         // The message names the cgroup it could not create; nothing of it is left.
         string path = outcome.Error.Message.Split("create cgroup ")[1].Split(':')[0];
         Assert.False(Directory.Exists(path), $"{path} was left behind");
