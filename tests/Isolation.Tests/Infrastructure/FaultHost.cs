@@ -53,6 +53,7 @@ public sealed class FaultHost : IDisposable
             info.ArgumentList.Add(a);
         info.Environment["HOME"] = "/tmp";
         info.Environment["DOTNET_CLI_HOME"] = "/tmp";
+        info.Environment["DOTNET_EnableDiagnostics"] = "0"; // a host the test kills would leave its diagnostics socket in /tmp
         return new FaultHost(Process.Start(info)!);
     }
 

@@ -64,6 +64,7 @@ public static class TestHostRunner
     {
         info.Environment["HOME"] = "/tmp";
         info.Environment["DOTNET_CLI_HOME"] = "/tmp";
+        info.Environment["DOTNET_EnableDiagnostics"] = "0"; // a host the test kills would leave its diagnostics socket in /tmp
         using Process process = Process.Start(info)!;
         string stdout = process.StandardOutput.ReadToEnd();
         string stderr = process.StandardError.ReadToEnd();
