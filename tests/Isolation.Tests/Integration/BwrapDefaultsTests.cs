@@ -65,8 +65,7 @@ public sealed class BwrapDefaultsTests
             // which execve keeps: the file of the runtime isolate left by re-executing must be gone too. Files of
             // earlier processes that had the same pid may lie about; they are not isolate's.
             string pattern = $"dotnet-diagnostic-{process.Id}-";
-            string stat = File.ReadAllText($"/proc/{process.Id}/stat");
-            string startTime = stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[19];
+            ulong startTime = Isolation.TestHost.ProcessTable.Read(process.Id)!.StartTime;
             Assert.False(File.Exists(Path.Join(Path.GetTempPath(), $"{pattern}{startTime}-socket")), $"isolate's diagnostics socket {pattern}{startTime}-socket exists; isolate's environment: {string.Join(" ", Environ(process.Id))}");
             Assert.DoesNotContain(pattern, File.ReadAllText("/proc/net/unix"));
             Assert.Equal("", Environ(process.Id).FirstOrDefault(e => e.StartsWith("DOTNET_EnableDiagnostics=", StringComparison.Ordinal)) is { } v && v != "DOTNET_EnableDiagnostics=0" ? v : "");

@@ -178,18 +178,7 @@ public sealed class BwrapFaceTests
     }
 
     /// <summary>Exited: no /proc entry, or a zombie (its new parent has not reaped it yet).</summary>
-    private static bool Gone(int pid)
-    {
-        try
-        {
-            string stat = File.ReadAllText($"/proc/{pid}/stat");
-            return stat[(stat.LastIndexOf(')') + 2)..].StartsWith('Z');
-        }
-        catch (IOException)
-        {
-            return true;
-        }
-    }
+    private static bool Gone(int pid) => Isolation.TestHost.ProcessTable.Read(pid) is null or { State: 'Z' };
 
     private static void Kill(int pid)
     {
