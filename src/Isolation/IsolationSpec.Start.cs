@@ -65,8 +65,7 @@ public sealed unsafe partial class IsolationSpec
             if (argument.Contains('\0'))
                 throw new ArgumentException($"Argument '{argument.Replace("\0", "\\0")}' contains a NUL character; arguments cannot hold NUL.", nameof(arguments));
         }
-        KernelLimits.CheckExecStrings(program, _state.Argv0 ?? program, arguments, _environment, _environmentBytes,
-            KernelLimits.StackLimitOf(_state.Rlimits));
+        KernelLimits.CheckExecStrings(program, _state.Argv0 ?? program, arguments, _environment, _environmentBytes, _stackLimit);
         long timestamp = IsolationTelemetry.StartTimestamp();
         Activity? activity = IsolationTelemetry.StartActivity(program);
         for (int attempt = 0; ; attempt++)

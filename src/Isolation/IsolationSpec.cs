@@ -39,9 +39,11 @@ public sealed unsafe partial class IsolationSpec
     private readonly iso_spawn_request* _template;
     private readonly iso_op* _ops;
 
-    // The program's environment and its bytes with each NUL, for the execve(2) limits checked at Start (KernelLimits.cs).
+    // The program's environment, its bytes with each NUL, and the spec's own RLIMIT_STACK (null: this process's),
+    // for the execve(2) limits checked at Start (KernelLimits.cs).
     private readonly List<string> _environment;
     private readonly long _environmentBytes;
+    private readonly ulong? _stackLimit;
 
     internal IsolationSpec(BuilderState state)
     {
@@ -57,6 +59,7 @@ public sealed unsafe partial class IsolationSpec
             .Resolve(Environment.GetEnvironmentVariables());
         _environment = environment;
         _environmentBytes = environment.Sum(e => System.Text.Encoding.UTF8.GetByteCount(e) + 1L);
+        _stackLimit = KernelLimits.StackLimitOf(state.Rlimits);
         string searchPath = environment.Find(e => e.StartsWith("PATH=", StringComparison.Ordinal))?[5..] ?? DefaultSearchPath;
         string? timeOffsets = state.Namespaces.HasFlag(Namespaces.Time)
             ? $"monotonic {Offset(state.MonotonicOffset)}\nboottime {Offset(state.BoottimeOffset)}\n"
