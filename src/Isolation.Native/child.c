@@ -400,8 +400,12 @@ static long run_overlay(const struct iso_spawn_request *req, struct op_ctx *ctx,
             rc = top;
             goto out;
         }
-        iso_sys3(SYS_mkdirat, top, "upper", 0755);
-        iso_sys3(SYS_mkdirat, top, "work", 0755);
+        /* EOVERFLOW here: our fsuid or fsgid has no mapping in the namespace that owns the tmpfs
+         * (inode_init_owner needs one), so say that rather than the ENOENT of the open below. */
+        if ((rc = iso_sys3(SYS_mkdirat, top, "upper", 0755)) < 0 || (rc = iso_sys3(SYS_mkdirat, top, "work", 0755)) < 0) {
+            iso_sys1(SYS_close, top);
+            goto out;
+        }
         /* The upper's root takes the mode of the top lower layer, so the merged root keeps the image's mode. */
         struct stat st;
         if (iso_sys4(SYS_newfstatat, fds[0], "", &st, AT_EMPTY_PATH) == 0)

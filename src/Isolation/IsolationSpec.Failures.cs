@@ -72,7 +72,7 @@ public sealed partial class IsolationSpec
                     _ => "",
                 };
                 string what = op.UserIndex > 0 ? $"mount #{op.UserIndex}: {op.Operation.Description}{sub}" : $"{op.Operation.Description}{sub}";
-                return new SandboxSetupException(SetupStep.Mount, what, errno, op.Operation.Target, MountHint(op.Operation, errno), op.UserIndex);
+                return new SandboxSetupException(SetupStep.Mount, what, errno, op.Operation.Target, error.detail == 1 && errno == EACCES ? TargetHint : MountHint(op.Operation, errno), op.UserIndex);
             }
             case SetupStep.Exec:
                 return new SandboxSetupException(step, $"exec {program}", errno, program, errno switch
@@ -167,15 +167,22 @@ public sealed partial class IsolationSpec
         _ => step.ToString(),
     };
 
+    private const string TargetHint = "the setup's identity may not create the missing mount point in its parent directory; "
+        + "under a map that leaves out the directory's owner (a root-owned image, as root with MapUsers(0, 100000, ...)) the sandbox's root has no rights over it: "
+        + "create the mount point in the image, or chown the image to the ids the map gives (chown -R 100000:100000 IMAGE)";
+
     private static string? MountHint(MountOperation op, int errno) => errno switch
     {
         _ when errno == ENOENT && op.Kind is NativeOpKind.Bind or NativeOpKind.Idmap => $"the source '{op.Source}' does not exist; use optional: true to skip a missing source",
-        _ when errno == ENOENT && op.Kind == NativeOpKind.Overlay => "a layer, the upper or the work directory does not exist",
+        _ when errno == ENOENT && op.Kind == NativeOpKind.Overlay => op.UpperDir is null
+            ? $"a lower layer ({string.Join(", ", op.Layers)}) does not exist"
+            : $"a lower layer ({string.Join(", ", op.Layers)}), the upper '{op.UpperDir}' or the work directory '{op.WorkDir}' does not exist",
+        _ when errno == EOVERFLOW => "the setup's uid or gid has no mapping in the sandbox's user namespace, so it cannot create files in a file system mounted there (a tmpfs, an overlay's upper layer): map 0 inside (MapUsers/MapGroups(0, ...)) so that setup runs as the namespace's root, or map the caller's own ids",
         _ when op.Kind == NativeOpKind.Idmap && (errno == EPERM || errno == EINVAL || errno == EOPNOTSUPP) => "the kernel lets only a process privileged over the file system's own user namespace create idmapped mounts of it, and the sandbox's setup runs inside the new user namespace: host file systems cannot be idmapped from there (it works for file systems mounted inside the sandbox); the file system must also support idmapping (ext4, xfs, btrfs, tmpfs on Linux 6.3+)",
         _ when errno == ENOENT => "the path or one of its parents does not exist",
         _ when errno == EPERM && op.FsType == "proc" => "mounting proc needs a PID namespace owned by the sandbox's user namespace and a host /proc that is not partly hidden (e.g. inside a container with masked /proc paths)",
         _ when errno == EPERM => "a user namespace may mount only some file systems (tmpfs, bind mounts, proc of its own PID namespace, sysfs of its own network namespace) and cannot clear flags the host set (ro, nosuid, nodev)",
-        _ when errno == EACCES => "permission denied on the path; an unprivileged sandbox can only bind what its user can read",
+        _ when errno == EACCES => "permission denied on the path; the setup can only reach what its identity can: an unprivileged caller's own, or, when the maps leave out the caller's ids, the host ids that uid and gid 0 inside map to",
         _ when errno == ENOTDIR => "a component of the path is not a directory",
         _ when errno == EINVAL && op.Kind == NativeOpKind.PivotRoot => "pivot_root needs the new root to be a mount point on a private mount",
         _ when op.Kind == NativeOpKind.Overlay && errno == EINVAL => "overlayfs refused the layers: the work directory must be empty and on the same file system as the upper one, layers must not overlap, and a read-only overlay needs two lower layers",

@@ -28,6 +28,7 @@ internal static class MappedIdentity
         bool root = geteuid() == 0;
         if (root && s.UidMaps.Length == 0)
             throw new ArgumentException("A new user namespace without a uid map leaves the program with host uid 0 (it shows as 65534, but reads and writes root's files as root). Map ids: MapUsers(0, 100000, 65536) and MapGroups(...), or MapCurrentUserToRoot() to be root inside on purpose.");
+        s = SetUpAsRootWhenUnmapped(s);
         if (s.Uid is { } uid)
         {
             // RunAs: both ids must be mapped, or setresuid fails with EINVAL at start.
@@ -47,6 +48,20 @@ internal static class MappedIdentity
         // Switching away from host root: drop root's supplementary groups too, where setgroups is allowed.
         bool clearGroups = root && s.Setgroups != SetgroupsPolicy.Deny;
         return s with { Uid = newUid ?? Unchanged, Gid = newGid ?? Unchanged, Groups = [], SetGroups = clearGroups };
+    }
+
+    /// <summary>
+    /// When the maps leave out the caller's uid and gid but map 0, the mount plan runs as uid and gid 0 of
+    /// the namespace (<see cref="Security.SecurityBuilder.SetUpAsNamespaceRoot"/>), as runc's init does: with
+    /// the caller's unmapped ids it could create nothing in a file system mounted inside the namespace
+    /// (a tmpfs, an overlay's throw-away upper: EOVERFLOW), and a root caller's setup would read host files
+    /// with host root's owner rights. The program's own identity is chosen afterwards, as before.
+    /// </summary>
+    private static BuilderState SetUpAsRootWhenUnmapped(BuilderState s)
+    {
+        if (s.Security.EarlyRoot || Target(s.UidMaps, geteuid()) != 0 || Target(s.GidMaps, getegid()) != 0)
+            return s;
+        return s with { Security = s.Security with { EarlyRoot = true } };
     }
 
     /// <summary>The inside id to switch to, or null when <paramref name="own"/> is already mapped (or nothing is).</summary>
