@@ -23,12 +23,19 @@ return args switch
     ["cgroup-hold", ..] => CgroupLeftovers.Hold(args[1..]),
     ["cgroup-reclaim", ..] => CgroupLeftovers.Reclaim(args[1..]),
     ["probe", ..] => Probe(),
+    ["wait-stdin", ..] => WaitStdin(), // a .NET process with its diagnostics socket, until stdin closes
     _ => Usage(),
 };
 
 static int Probe()
 {
     Console.Out.Write(Isolation.Diagnostics.HostCapabilities.Probe().ToJson());
+    return 0;
+}
+
+static int WaitStdin()
+{
+    Console.In.ReadToEnd();
     return 0;
 }
 
