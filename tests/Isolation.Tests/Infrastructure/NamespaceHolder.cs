@@ -20,12 +20,18 @@ public sealed class NamespaceHolder : IDisposable
     public int Pid { get; }
 
     /// <summary>Starts <c>unshare FLAGS --fork --kill-child sleep 600</c>, as uid/gid 65534 when <paramref name="asNobody"/>.</summary>
-    public static NamespaceHolder Start(bool asNobody, params string[] unshareFlags)
+    public static NamespaceHolder Start(bool asNobody, params string[] unshareFlags) =>
+        Start(asNobody ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"] : [], unshareFlags);
+
+    /// <summary>As root, starts the holder inside <paramref name="outer"/>'s user namespace (nsenter): its new user namespace is nested in that one.</summary>
+    public static NamespaceHolder StartInUserNamespaceOf(NamespaceHolder outer, params string[] unshareFlags) =>
+        Start(["nsenter", "--user", $"--target={outer.Pid}", "--"], unshareFlags);
+
+    private static NamespaceHolder Start(string[] prefix, string[] unshareFlags)
     {
-        var info = new ProcessStartInfo(asNobody ? "setpriv" : "unshare") { UseShellExecute = false, RedirectStandardError = true };
-        string[] args = [.. unshareFlags, "--fork", "--kill-child", "sleep", "600"];
-        if (asNobody)
-            args = ["--reuid=65534", "--regid=65534", "--clear-groups", "--", "unshare", .. args];
+        string[] args = [.. prefix, "unshare", .. unshareFlags, "--fork", "--kill-child", "sleep", "600"];
+        var info = new ProcessStartInfo(args[0]) { UseShellExecute = false, RedirectStandardError = true };
+        args = args[1..];
         foreach (string a in args)
             info.ArgumentList.Add(a);
         Process unshare = Process.Start(info)!;

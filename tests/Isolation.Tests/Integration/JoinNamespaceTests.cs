@@ -108,6 +108,29 @@ public sealed class JoinNamespaceTests
     }
 
     [Fact]
+    public async Task After_setup_the_program_moves_into_a_nested_user_namespace_without_privilege_over_its_mounts()
+    {
+        // bubblewrap's --userns with --userns2: the mount plan runs with privilege in the first user namespace, the
+        // program runs in the second, nested one, which owns nothing of the mount namespace.
+        Host.RequireRoot();
+        using NamespaceHolder outer = NamespaceHolder.Start(asNobody: false, "--user", "--map-root-user");
+        using NamespaceHolder inner = NamespaceHolder.StartInUserNamespaceOf(outer, "--user", "--map-root-user");
+        string marker = $"/tmp/iso-userns2-{Guid.NewGuid():N}";
+        NamespaceBuilder setup = new NamespaceBuilder()
+            .JoinNamespace(Namespaces.User, outer.Path("user"))
+            .WithNamespaces(Namespaces.Mount)
+            .WithMounts(m => m.Tmpfs(marker))
+            .WithStandardOutput(Stdio.Pipe);
+        string script = $"readlink /proc/self/ns/user; grep -c ' {marker} ' /proc/self/mountinfo; umount {marker} 2>/dev/null && echo unmounted || echo refused";
+
+        string[] lines = await OutputOf(setup.JoinUserNamespaceAfterSetup(inner.Path("user")).Build(), script);
+        string[] withoutSwitch = await OutputOf(setup.Build(), script);
+
+        Assert.Equal([inner.Namespace("user"), "1", "refused"], lines);
+        Assert.Equal([outer.Namespace("user"), "1", "unmounted"], withoutSwitch);
+    }
+
+    [Fact]
     public async Task A_spec_holds_the_namespace_it_opened_at_build_after_its_holder_has_exited()
     {
         Host.RequireRoot();
