@@ -965,8 +965,8 @@ static long arrange_fds(struct iso_child_args *a, int *slot)
     int max_target = 2;
     for (uint32_t i = 0; i < a->nfds; i++) {
         int role = a->slots[i].role;
-        if (role == ISO_FD_STATUS || role == ISO_FD_CGROUP || role == ISO_FD_ARGS)
-            continue; /* the helper's, never the sandbox's: closed below */
+        if (role == ISO_FD_STATUS || role == ISO_FD_CGROUP || role == ISO_FD_ARGS || role == ISO_FD_JOIN)
+            continue; /* the helper's (or the trampoline's), never the sandbox's: closed below */
         keep[n++] = a->fds[i];
         if (role == ISO_FD_PASS && a->slots[i].arg > max_target)
             max_target = a->slots[i].arg;
@@ -981,7 +981,7 @@ static long arrange_fds(struct iso_child_args *a, int *slot)
         return rc;
     for (uint32_t i = 0; i < a->nfds; i++) {
         int role = a->slots[i].role;
-        if (role == ISO_FD_STATUS || role == ISO_FD_CGROUP || role == ISO_FD_ARGS)
+        if (role == ISO_FD_STATUS || role == ISO_FD_CGROUP || role == ISO_FD_ARGS || role == ISO_FD_JOIN)
             a->fds[i] = -1;
     }
 
@@ -1124,6 +1124,9 @@ int iso_child_main(void *arg)
         fail(req, ISO_STEP_DOMAINNAME, -1, rc, 0);
     if ((req->flags & ISO_SPAWN_LOOPBACK_UP) && (rc = loopback_up()) < 0)
         fail(req, ISO_STEP_LOOPBACK, -1, rc, 0);
+    /* bubblewrap's --userns2: the rest runs in another user namespace, without privilege over the above (child_join.c). */
+    if ((rc = iso_join_late(args)) < 0)
+        fail(req, ISO_STEP_JOIN_LATE, -1, rc, 0);
 
     if ((req->flags & ISO_SPAWN_NEW_SESSION) && (rc = iso_sys0(SYS_setsid)) < 0)
         fail(req, ISO_STEP_NEW_SESSION, -1, rc, 0);

@@ -315,9 +315,98 @@ static void free_block(struct spawn_block *blk)
     free(blk);
 }
 
+/* The pid a pidfd refers to, in our PID namespace (its fdinfo's "Pid:" line); -errno when it cannot be told. */
+static long pid_of_pidfd(int pidfd)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pidfd);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -EIO;
+    buf[n] = '\0';
+    const char *line = strstr(buf, "\nPid:");
+    long pid = line != NULL ? strtol(line + 5, NULL, 10) : 0;
+    return pid > 0 ? pid : -ESRCH;
+}
+
+/*
+ * A spawn that joins namespaces (ISO_FD_JOIN, ISO_FD_JOIN_LATE): setns(2) would change us, so a trampoline, a
+ * private copy of our memory sharing our descriptor table (CLONE_FILES), joins and clones the child as our child,
+ * its pidfd landing in our table (child_join.c). We wait for it (a few system calls), then handle the child like any
+ * other: we are its parent, so we write its maps, release it and reap it. Returns the child's pid with its pidfd,
+ * or -errno with the failed step and its index.
+ */
+static long spawn_joined(struct spawn_block *blk, int cgroup_fd, int *pidfd, int *used_clone3, int *into_cgroup, int *step, int *index)
+{
+    *step = ISO_STEP_HELPER_CLONE;
+    *index = blk->req.flags & ISO_SPAWN_NO_CLONE3 ? 1 : 0;
+    int result[2];
+    if (pipe2(result, O_CLOEXEC | O_NONBLOCK) != 0)
+        return -errno;
+    char *stack = stack_get(), *stage_stack = stack_get();
+    struct iso_join_args ja = { &blk->child, cgroup_fd, result[1], blk->stack, ISO_CHILD_STACK, stage_stack, ISO_CHILD_STACK, { 0 } };
+    long tpid = -ENOMEM;
+    if (stack != NULL && stage_stack != NULL) {
+        tpid = -ENOSYS;
+        if (!(blk->req.flags & ISO_SPAWN_NO_CLONE3)) {
+            struct iso_clone_args args;
+            memset(&args, 0, sizeof args);
+            args.flags = CLONE_FILES;
+            args.exit_signal = SIGCHLD;
+            args.stack = (uint64_t)(uintptr_t)stack;
+            args.stack_size = ISO_CHILD_STACK;
+            tpid = iso_clone3(&args, sizeof args, iso_join_main, &ja);
+        }
+        if (tpid == -ENOSYS) {
+            tpid = clone(iso_join_main, stack + ISO_CHILD_STACK, CLONE_FILES | SIGCHLD, &ja);
+            if (tpid < 0)
+                tpid = -errno;
+        }
+    }
+    if (tpid > 0)
+        while (waitpid((pid_t)tpid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    stack_put(stack);
+    stack_put(stage_stack);
+    struct iso_join_result r;
+    ssize_t n = tpid > 0 ? read(result[0], &r, sizeof r) : -1;
+    close(result[0]);
+    close(result[1]); /* only now: the trampoline wrote it through our shared table */
+    if (tpid < 0)
+        return tpid;
+    if (n != (ssize_t)sizeof r)
+        return -ECHILD; /* the trampoline died before it answered */
+    if (r.stage_pid > 0)
+        while (waitpid(r.stage_pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    if (r.pid < 0) {
+        *step = r.step;
+        *index = r.index;
+        return r.pid;
+    }
+    /* The child is ours (CLONE_PARENT) and unreaped, so neither its pid nor its pidfd can name another process. */
+    long pid = r.pid > 0 ? r.pid : pid_of_pidfd(r.pidfd);
+    if (pid < 0) {
+        syscall(SYS_pidfd_send_signal, r.pidfd, SIGKILL, NULL, 0);
+        siginfo_t info;
+        while (waitid((idtype_t)P_PIDFD, (id_t)r.pidfd, &info, WEXITED) < 0 && errno == EINTR)
+            ;
+        close(r.pidfd);
+        return pid;
+    }
+    *pidfd = r.pidfd;
+    *used_clone3 = r.used_clone3;
+    *into_cgroup = r.into_cgroup;
+    return pid;
+}
+
 static void do_spawn(const struct iso_spawn_msg *m, size_t len, int *fds, uint32_t nfds)
 {
-    int status_fd = -1, cgroup_fd = -1, args_fd = -1, has_init = 0, patches_ops = 0;
+    int status_fd = -1, cgroup_fd = -1, args_fd = -1, has_init = 0, patches_ops = 0, joins = 0;
     for (uint32_t i = 0; i < nfds; i++) {
         if (m->slots[i].role == ISO_FD_STATUS)
             status_fd = fds[i];
@@ -329,6 +418,8 @@ static void do_spawn(const struct iso_spawn_msg *m, size_t len, int *fds, uint32
             has_init = 1;
         else if (m->slots[i].role == ISO_FD_OP)
             patches_ops = 1;
+        else if (m->slots[i].role == ISO_FD_JOIN || m->slots[i].role == ISO_FD_JOIN_LATE)
+            joins = 1;
     }
     struct spec *spec = find_spec(m->spec_id);
     int err = 0;
@@ -442,8 +533,12 @@ static void do_spawn(const struct iso_spawn_msg *m, size_t len, int *fds, uint32
     sigprocmask(SIG_SETMASK, &all, &old); /* the child resets dispositions and unblocks before exec */
     int pidfd = -1;
     long pid = -ENOSYS;
-    int used_clone3 = 0;
-    if (!(req->flags & ISO_SPAWN_NO_CLONE3)) {
+    int used_clone3 = 0, into_cgroup = 0, clone_step = ISO_STEP_HELPER_CLONE, clone_index = req->flags & ISO_SPAWN_NO_CLONE3 ? 1 : 0;
+    if (joins) {
+        /* The child runs on the trampoline's copy of our memory, never on ours. */
+        share_vm = 0;
+        pid = spawn_joined(blk, cgroup_fd, &pidfd, &used_clone3, &into_cgroup, &clone_step, &clone_index);
+    } else if (!(req->flags & ISO_SPAWN_NO_CLONE3)) {
         struct iso_clone_args args;
         memset(&args, 0, sizeof args);
         args.flags = (share_vm ? CLONE_VM : 0) | CLONE_PIDFD | req->clone_flags | (cgroup_fd >= 0 ? CLONE_INTO_CGROUP : 0);
@@ -453,9 +548,9 @@ static void do_spawn(const struct iso_spawn_msg *m, size_t len, int *fds, uint32
         args.stack = (uint64_t)(uintptr_t)blk->stack;
         args.stack_size = ISO_CHILD_STACK;
         pid = iso_clone3(&args, sizeof args, iso_child_main, &blk->child);
-        used_clone3 = pid > 0;
+        used_clone3 = into_cgroup = pid > 0;
     }
-    if (pid == -ENOSYS) {
+    if (pid == -ENOSYS && !joins) {
         /* clone(2): no CLONE_INTO_CGROUP; the cgroup is joined below, before release. */
         pid = clone(iso_child_main, blk->stack + ISO_CHILD_STACK, (int)((share_vm ? CLONE_VM : 0) | CLONE_PIDFD | req->clone_flags | SIGCHLD), &blk->child, &pidfd);
         if (pid < 0)
@@ -469,7 +564,7 @@ static void do_spawn(const struct iso_spawn_msg *m, size_t len, int *fds, uint32
         if (fds[i] != status_fd && fds[i] != cgroup_fd)
             close(fds[i]);
     if (pid < 0) {
-        reply_failed(status_fd, 0, ISO_STEP_HELPER_CLONE, req->flags & ISO_SPAWN_NO_CLONE3 ? 1 : 0, (int)-pid, 0);
+        reply_failed(status_fd, 0, clone_step, clone_index, (int)-pid, 0);
         close(status_fd);
         close_fd(&cgroup_fd);
         close(sync_pipe[1]);
@@ -497,8 +592,8 @@ static void do_spawn(const struct iso_spawn_msg *m, size_t len, int *fds, uint32
         fail_spawn(s, ISO_STEP_HELPER_GID_MAP, -err);
         return;
     }
-    if (cgroup_fd >= 0 && !used_clone3) {
-        /* clone(2) could not put the child in its cgroup: join it now, before it runs a single step. */
+    if (cgroup_fd >= 0 && !into_cgroup) {
+        /* clone(2) (or a joined cgroup namespace) kept the child out of its cgroup: join it now, before it runs a single step. */
         char pid_text[16];
         int procs = openat(cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
         int len = snprintf(pid_text, sizeof pid_text, "%d", s->pid);

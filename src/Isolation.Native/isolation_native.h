@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#define ISO_ABI_VERSION 3
+#define ISO_ABI_VERSION 4
 
 /* Kinds of mount-plan operation, executed in order in the child's new mount namespace. Paths are host
  * paths, or with ISO_OPF_IN_ROOT paths inside the root ISO_OP_OPEN_ROOT opened (resolved with openat2
@@ -203,6 +203,7 @@ enum iso_step {
     ISO_STEP_PAYLOAD_FORK = 20,    /* reported by isolation-init */
     ISO_STEP_PARENT_GONE = 21,     /* the helper died before the child was armed to die with it */
     ISO_STEP_ARRANGE_FDS = 22,     /* moving the spawn's descriptors into place; index: the slot */
+    ISO_STEP_JOIN_LATE = 23,       /* setns into the ISO_FD_JOIN_LATE user namespace after setup */
     /* Security steps (child_security.c), in the order they run. */
     ISO_STEP_USERNS_LIMIT = 30,    /* write /proc/sys/user/max_user_namespaces in the sandbox's user namespace */
     ISO_STEP_USERNS_NEST = 31,     /* unshare(CLONE_NEWUSER) and write the inner uid/gid map */
@@ -222,6 +223,7 @@ enum iso_step {
     ISO_STEP_HELPER_RELEASE = 104,
     ISO_STEP_HELPER_CGROUP = 105,  /* writing the pid into cgroup.procs after the clone() fallback */
     ISO_STEP_HELPER_SPEC = 108,    /* the spawn named a spec the helper does not have, or a bad message */
+    ISO_STEP_HELPER_JOIN = 110,    /* setns in the spawn's trampoline (child_join.c); index: the CLONE_NEW* type */
 };
 
 struct iso_child_error {
@@ -275,6 +277,8 @@ enum iso_fd_role {
     ISO_FD_OP = 5,        /* arg: a mount op whose n2 is this descriptor (FileFromDescriptor, idmapped trees) */
     ISO_FD_PASS = 6,      /* arg: the number the program gets it at (PassFileDescriptors) */
     ISO_FD_ARGS = 7,      /* a memfd holding the strings, when they do not fit in the message */
+    ISO_FD_JOIN = 8,      /* arg: CLONE_NEW* type: a namespace to join before the child is created (child_join.c) */
+    ISO_FD_JOIN_LATE = 9, /* arg: CLONE_NEWUSER: a user namespace the child enters after setup (bubblewrap's --userns2) */
 };
 
 struct iso_fd_slot {

@@ -36,7 +36,9 @@ public sealed partial class IsolationSpec
         int errno = reply.error.err;
         return step switch
         {
+            SetupStep.Clone when JoinedCloneFailed(errno) is { } joined => joined, // IsolationSpec.Join.cs
             SetupStep.Clone => CloneFailed(errno),
+            SetupStep.JoinNamespace => JoinFailed(step, (Namespaces)reply.error.op_index, errno),
             SetupStep.Setgroups or SetupStep.UidMap or SetupStep.GidMap when _idMaps is not null => _idMaps.HelperFailed(step, errno, reply.pid),
             SetupStep.Release => new SandboxSetupException(step, $"release pid {reply.pid}", errno),
             SetupStep.Cgroup => new SandboxSetupException(step, $"put pid {reply.pid} in its cgroup (cgroup.procs, after the clone() fallback)", errno),
@@ -98,6 +100,8 @@ public sealed partial class IsolationSpec
             case SetupStep.Stdio when errno == EBADF && _state.Rlimits.FirstOrDefault(r => r.Resource == RlimitResource.NoFile) is { Soft: < 3 } noFile:
                 return new SandboxSetupException(step, StepDescription(step), errno, null,
                     $"RLIMIT_NOFILE {noFile.Soft} leaves no room for stdio (descriptors 0, 1 and 2): give the program a limit of at least 3, plus every descriptor it is passed");
+            case SetupStep.JoinUserNamespaceAfterSetup:
+                return JoinFailed(step, Namespaces.User, errno);
             case SetupStep.WorkingDirectory:
                 return new SandboxSetupException(step, $"chdir {_state.WorkingDirectory}", errno, _state.WorkingDirectory,
                     errno == ENOENT ? "the working directory does not exist inside the sandbox" : null);

@@ -156,6 +156,7 @@ public sealed unsafe partial class IsolationSpec
                 for (int i = 0; i < sec->npass_fds; i++)
                     AddFd(&message, fds, ISO_FD_PASS, sec->pass_fds[i], UserFd(sec->pass_fds[i], $"pass descriptor {sec->pass_fds[i]}", SetupStep.CloseFileDescriptors));
             }
+            AddJoins(&message, fds); // the namespaces to join (IsolationSpec.Join.cs)
 
             // The host's own steps between clone and release: newuidmap, v1 cgroups, rlimits. Without them
             // the helper goes from clone to exec with no round trip.

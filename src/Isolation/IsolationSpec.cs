@@ -6,6 +6,7 @@ using Isolation.Cgroups;
 using Isolation.Diagnostics;
 using Isolation.IdMaps;
 using Isolation.Interop;
+using Isolation.Joining;
 using Isolation.Mounts;
 using Isolation.Security;
 using Microsoft.Extensions.Logging;
@@ -150,6 +151,7 @@ public sealed unsafe partial class IsolationSpec
             _idMaps = new IdMapWriter(state.UidMaps, state.GidMaps, state.Setgroups, ref block);
             _idMaps.ValidateHost();
         }
+        _joins = OpenedJoins.Open(state.Joins); // last: nothing after it can throw and leave them open (IsolationSpec.Join.cs)
     }
 
     /// <summary>

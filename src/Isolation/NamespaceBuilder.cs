@@ -22,7 +22,7 @@ namespace Isolation;
 ///     .Build();
 /// </code>
 /// </example>
-public sealed class NamespaceBuilder
+public sealed partial class NamespaceBuilder
 {
     private readonly BuilderState _state;
 
@@ -267,9 +267,10 @@ public sealed class NamespaceBuilder
 
     internal static void Validate(BuilderState s)
     {
+        ValidateJoins(s); // joining existing namespaces: NamespaceBuilder.Join.cs
         bool user = s.Namespaces.HasFlag(Namespaces.User);
         bool mount = s.Namespaces.HasFlag(Namespaces.Mount);
-        bool pid = s.Namespaces.HasFlag(Namespaces.Pid);
+        bool pid = s.Namespaces.HasFlag(Namespaces.Pid) || Joins(s, Namespaces.Pid);
         if (!user && (s.UidMaps.Length > 0 || s.GidMaps.Length > 0))
             throw new ArgumentException("A uid or gid map requires Namespaces.User; add it to WithNamespaces(...).");
         if (!user && s.Setgroups != SetgroupsPolicy.Auto)
@@ -348,4 +349,5 @@ internal sealed record BuilderState
     public CgroupSettings? Cgroup { get; init; }
     public ImmutableArray<Rlimit> Rlimits { get; init; } = [];
     public SecurityPolicy Security { get; init; } = SecurityPolicy.None; // security: see Security/SecurityBuilder.cs
+    public ImmutableArray<Joining.NamespaceJoin> Joins { get; init; } = []; // joined namespaces: NamespaceBuilder.Join.cs
 }

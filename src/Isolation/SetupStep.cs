@@ -73,6 +73,9 @@ public enum SetupStep
     /// <summary>Moving the spawn's descriptors (stdio, passed descriptors, the init) into place in the child.</summary>
     ArrangeFileDescriptors = 22,
 
+    /// <summary>Entering the user namespace of <see cref="NamespaceBuilder.JoinUserNamespaceAfterSetup(string)"/> after setup.</summary>
+    JoinUserNamespaceAfterSetup = 23,
+
     // --- security (Security/, child_security.c): values 30-39, in the order the child runs them ---
 
     /// <summary>Limiting user namespaces in the sandbox's user namespace (<c>user.max_user_namespaces</c>).</summary>
@@ -134,6 +137,9 @@ public enum SetupStep
 
     /// <summary>Starting the spawn helper process.</summary>
     StartHelper = 109,
+
+    /// <summary>Joining a namespace of <see cref="NamespaceBuilder.JoinNamespace(Namespaces, string)"/> (setns), before the child is created.</summary>
+    JoinNamespace = 110,
 
     /// <summary>Setting an rlimit of the child with prlimit(2).</summary>
     Rlimit = 120,

@@ -102,6 +102,7 @@ internal static class SpawnDriver
                 "--file" => Pair(Next(), (path, text) => b.WithMounts(m => m.File(path, text))),
                 "--mask-defaults" => b.WithMounts(m => m.ContainerDefaults()),
                 "--hostname" => b.WithHostname(Next()),
+                "--join" => Pair(Next(), (kind, path) => b.JoinNamespace(Enum.Parse<Namespaces>(kind, ignoreCase: true), path)),
                 "--init" => b.WithInit(),
                 "--die-with-parent" => b.WithDieWithParent(),
                 "--setgroups" => b.WithSetgroups(Enum.Parse<SetgroupsPolicy>(Next(), ignoreCase: true)),

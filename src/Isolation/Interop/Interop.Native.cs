@@ -6,7 +6,7 @@ namespace Isolation.Interop;
 internal static unsafe partial class Interop
 {
     internal const string NativeLibrary = "libIsolationNative";
-    internal const int AbiVersion = 3;
+    internal const int AbiVersion = 4;
 
     internal const uint ISO_SPAWN_SET_IDS = 0x1;
     internal const uint ISO_SPAWN_NEW_SESSION = 0x2;
@@ -140,6 +140,8 @@ internal static unsafe partial class Interop
     internal const int ISO_FD_INIT = 4;
     internal const int ISO_FD_OP = 5;
     internal const int ISO_FD_PASS = 6;
+    internal const int ISO_FD_JOIN = 8;
+    internal const int ISO_FD_JOIN_LATE = 9;
     internal const int ISO_MAX_SPAWN_FDS = 64;
     internal const uint ISO_REPLY_CLONED = 1;
     internal const uint ISO_REPLY_STARTED = 2;
