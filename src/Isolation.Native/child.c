@@ -1073,8 +1073,12 @@ int iso_child_main(void *arg)
     /* Not dumpable while we hold a copy of the helper's memory: nothing that shares our user namespace can
      * ptrace or read us before exec (execve makes the program dumpable again). Only now: before the maps are
      * written, a non-dumpable child's /proc files belong to root, and an unprivileged helper could not write
-     * them (proc(5), /proc/PID). */
-    iso_sys5(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0);
+     * them (proc(5), /proc/PID). Only with a copy of our own (ISO_SPAWN_FORK): the dumpable flag belongs to
+     * the memory, and with CLONE_VM that is the helper's, so every later child of an unprivileged helper would
+     * be born non-dumpable and its setgroups and id maps refused (EACCES). A CLONE_VM child keeps the caller's
+     * credentials: it is as dumpable as the helper itself, which that uid can reach anyway. */
+    if (req->flags & ISO_SPAWN_FORK)
+        iso_sys5(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0);
 
     /* security, early: become root of the new user namespace before setup (untrusted preset), and limit
      * nested user namespaces while the host's /proc is still visible (child_security.c). */

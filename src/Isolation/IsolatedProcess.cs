@@ -34,12 +34,12 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
     private volatile bool _timedOut;
     private int _disposed;
 
-    internal IsolatedProcess(int pid, SandboxHandle handle, SpawnHelper helper, (Stream? Input, Stream? Output, Stream? Error) streams, TimeSpan? timeout, ILogger logger, ICgroup cgroup, string? cgroupError)
+    internal IsolatedProcess(int pid, SandboxHandle handle, SpawnHelper helper, (Stream? Input, Stream? Output, Stream? Error) streams, TimeSpan? timeout, ILogger logger, ICgroup cgroup, SandboxLimits limits)
     {
         Id = pid;
         _helper = helper;
         _cgroup = cgroup;
-        CgroupError = cgroupError;
+        Limits = limits;
         _handle = handle;
         _logger = logger;
         _timeout = timeout;

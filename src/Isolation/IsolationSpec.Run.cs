@@ -59,7 +59,7 @@ public sealed partial class IsolationSpec
             // run waits for it, as Process does, until cancelled.
             await pumping.WaitAsync(cancellationToken).ConfigureAwait(false);
             return new SandboxResult(status, (stdoutSink as CaptureSink)?.Bytes ?? default, (stderrSink as CaptureSink)?.Bytes ?? default,
-                stdoutSink.Truncated || stderrSink.Truncated, process.ResourceUsage ?? default, process.GetCgroupStats(), process.CgroupError, runTime, options.Encoding);
+                stdoutSink.Truncated || stderrSink.Truncated, process.ResourceUsage ?? default, process.GetCgroupStats(), process.Limits, runTime, options.Encoding);
         }
         finally
         {

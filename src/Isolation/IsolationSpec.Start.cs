@@ -68,6 +68,7 @@ public sealed unsafe partial class IsolationSpec
         KernelLimits.CheckExecStrings(program, _state.Argv0 ?? program, arguments, _environment, _environmentBytes, _stackLimit);
         long timestamp = IsolationTelemetry.StartTimestamp();
         Activity? activity = IsolationTelemetry.StartActivity(program);
+        PrepareNprocFallback(); // before a helper is rented (IsolationSpec.Cgroups.cs)
         for (int attempt = 0; ; attempt++)
         {
             SpawnHelper helper = SpawnHelper.Rent();
@@ -116,12 +117,14 @@ public sealed unsafe partial class IsolationSpec
         var stdio = new StdioSet();
         ICgroup cgroup = NoCgroup.Instance;
         string? cgroupError = null;
+        ulong nproc = 0;
         int[]? trees = null;
         int statusFd = -1, helperEnd = -1;
         try
         {
             // Step 1: the sandbox's new cgroup, limits written, before clone (IsolationSpec.Cgroups.cs).
             (cgroup, cgroupError) = CreateCgroup();
+            nproc = NprocFallback(cgroup, cgroupError); // without the cgroup: RLIMIT_NPROC in place of pids.max, where it holds
             stdio.Open(stdioChoice ?? new StdioChoice(_state.Stdin, _state.Stdout, _state.Stderr));
             int rc = IsolationNative_StatusSocket(&statusFd, &helperEnd);
             if (rc < 0)
@@ -160,7 +163,7 @@ public sealed unsafe partial class IsolationSpec
 
             // The host's own steps between clone and release: newuidmap, v1 cgroups, rlimits. Without them
             // the helper goes from clone to exec with no round trip.
-            bool hostStep = (_idMaps?.NeedsHost ?? false) || _state.Rlimits.Length > 0
+            bool hostStep = (_idMaps?.NeedsHost ?? false) || _state.Rlimits.Length > 0 || nproc > 0
                 || (cgroup is not NoCgroup && !(cgroup is V2Cgroup && cgroup.CloneIntoFd >= 0));
             message.kind = ISO_MSG_SPAWN;
             message.spec_id = specId;
@@ -196,13 +199,13 @@ public sealed unsafe partial class IsolationSpec
                         if (_idMaps is { NeedsHost: true })
                             _idMaps.Write(reply.pid, _logger);
                         PlaceInCgroup(cgroup, reply.pid, reply.used_clone3 != 0);
-                        SetRlimits(reply.pid);
+                        SetRlimits(reply.pid, nproc);
                         rc = IsolationNative_Continue(statusFd);
                         if (rc < 0)
                             throw HelperFailed(helper, rc, $"release pid {reply.pid}");
                         continue;
                     case ISO_REPLY_STARTED:
-                        return Started(reply, received[0], received[1], ref statusFd, ref stdio, helper, hostStep, program, cgroup, cgroupError);
+                        return Started(reply, received[0], received[1], ref statusFd, ref stdio, helper, hostStep, program, cgroup, LimitsOf(cgroup, cgroupError, nproc));
                     case ISO_REPLY_FAILED:
                         throw SpawnFailed(reply, program);
                     default:
@@ -235,7 +238,7 @@ public sealed unsafe partial class IsolationSpec
     /// says how setup ends (sync 2: EOF at execve, or a failure record), with no hand-off through the helper.
     /// </summary>
     private IsolatedProcess Started(in iso_reply reply, int pidfd, int errorFd, ref int statusFd, ref StdioSet stdio,
-        SpawnHelper helper, bool hostStep, string program, ICgroup cgroup, string? cgroupError)
+        SpawnHelper helper, bool hostStep, string program, ICgroup cgroup, SandboxLimits limits)
     {
         if (pidfd < 0 || errorFd < 0)
         {
@@ -271,7 +274,7 @@ public sealed unsafe partial class IsolationSpec
             Log.Released(_logger, reply.pid);
         }
         Log.Execed(_logger, reply.pid, program);
-        return new IsolatedProcess(reply.pid, handle, helper, stdio.TakeStreams(), _state.Timeout, _processLogger, cgroup, cgroupError)
+        return new IsolatedProcess(reply.pid, handle, helper, stdio.TakeStreams(), _state.Timeout, _processLogger, cgroup, limits)
         {
             LeadsProcessGroup = !_state.Namespaces.HasFlag(Namespaces.Pid),
         };

@@ -14,7 +14,7 @@ public sealed class SandboxResult
     private string? _stdout, _stderr;
 
     internal SandboxResult(ExitStatus status, ReadOnlyMemory<byte> stdout, ReadOnlyMemory<byte> stderr, bool truncated,
-        ResourceUsage usage, CgroupStats? cgroup, string? cgroupError, TimeSpan runTime, Encoding encoding)
+        ResourceUsage usage, CgroupStats? cgroup, SandboxLimits limits, TimeSpan runTime, Encoding encoding)
     {
         Status = status;
         StandardOutputBytes = stdout;
@@ -22,7 +22,7 @@ public sealed class SandboxResult
         OutputTruncated = truncated;
         ResourceUsage = usage;
         CgroupStats = cgroup;
-        CgroupError = cgroupError;
+        Limits = limits;
         RunTime = runTime;
         _encoding = encoding;
     }
@@ -52,7 +52,10 @@ public sealed class SandboxResult
     public CgroupStats? CgroupStats { get; }
 
     /// <summary>Why the run has no cgroup although one was asked for best effort (<see cref="IsolatedProcess.CgroupError"/>); else null.</summary>
-    public string? CgroupError { get; }
+    public string? CgroupError => Limits.CgroupError;
+
+    /// <summary>Which limits held for the run and by which mechanism (<see cref="IsolatedProcess.Limits"/>).</summary>
+    public SandboxLimits Limits { get; }
 
     /// <summary>Wall-clock time from the start to the exit.</summary>
     public TimeSpan RunTime { get; }

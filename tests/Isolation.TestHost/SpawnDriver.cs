@@ -64,6 +64,7 @@ internal static class SpawnDriver
         outcome.Reason = status.Reason.ToString();
         outcome.CgroupError = process.CgroupError;
         outcome.CgroupDirectories = [.. process.CgroupDirectories];
+        outcome.Limits = LimitsOutcome.Of(process.Limits);
     }
 
     private static async Task RunToEndAsync(IsolationSpec spec, string program, string[] arguments, SpawnOutcome outcome)
@@ -76,6 +77,7 @@ internal static class SpawnDriver
         outcome.Signal = result.Status.Signal;
         outcome.Reason = result.Status.Reason.ToString();
         outcome.CgroupError = result.CgroupError;
+        outcome.Limits = LimitsOutcome.Of(result.Limits);
     }
 
     private static NamespaceBuilder Configure(NamespaceBuilder b, string[] options)
@@ -111,6 +113,9 @@ internal static class SpawnDriver
                 "--memory-max" => b.WithCgroup(c => c.MemoryMax(long.Parse(Next()))),
                 "--cgroup-parent" => b.WithCgroup(c => c.Parent(Next())),
                 "--cgroup-best-effort" => b.WithCgroup(c => c.BestEffort()),
+                "--rlimit-nproc" => b.WithRlimit(RlimitResource.Nproc, ulong.Parse(Next())),
+                "--timeout-ms" => b.WithTimeout(TimeSpan.FromMilliseconds(int.Parse(Next()))),
+                "--bind-testhost" => b.WithMounts(m => m.BindReadOnly(TestHostDirectory, TestHostDirectory)),
                 // security (tests/Isolation.Tests/Integration/Security*.cs, Escape*.cs)
                 "--untrusted" => Isolation.Security.UntrustedCodePreset.Apply(b),
                 "--setenv" => b.WithEnvironment(e => e.Set(options[i + 1], options[(i += 2)])),
@@ -141,6 +146,8 @@ internal static class SpawnDriver
         return apply(text[..colon], text[(colon + 1)..]);
     }
 
+    private static string TestHostDirectory => AppContext.BaseDirectory.TrimEnd('/');
+
     private static int CountFds() => Directory.GetFiles("/proc/self/fd").Length;
 }
 
@@ -156,8 +163,28 @@ public sealed class SpawnOutcome
     public string? ArgumentError { get; set; }
     public string? CgroupError { get; set; }
     public string[] CgroupDirectories { get; set; } = [];
+    public LimitsOutcome? Limits { get; set; }
     public int FdsBefore { get; set; }
     public int FdsAfter { get; set; }
+}
+
+/// <summary>IsolatedProcess.Limits as JSON: each row's mechanism and value.</summary>
+public sealed class LimitsOutcome
+{
+    public Dictionary<string, string> Mechanism { get; set; } = [];
+    public Dictionary<string, long?> Value { get; set; } = [];
+    public string Text { get; set; } = "";
+
+    public static LimitsOutcome Of(SandboxLimits l)
+    {
+        var o = new LimitsOutcome { Text = l.ToString() };
+        foreach ((string row, LimitState state) in new[] { ("pids", l.Pids), ("memory", l.Memory), ("cpu", l.Cpu), ("io", l.Io), ("tmpfs", l.Tmpfs), ("time", l.Time) })
+        {
+            o.Mechanism[row] = state.Mechanism.ToString();
+            o.Value[row] = state.Value;
+        }
+        return o;
+    }
 }
 
 public sealed class SetupError

@@ -87,6 +87,22 @@ public sealed class CgroupBuilder
         return this;
     }
 
+    /// <summary>
+    /// Where a best-effort cgroup cannot be had, bound the sandbox's tasks with <c>RLIMIT_NPROC</c> set to
+    /// <see cref="PidsMax"/> instead: soft and hard, set on the program before it runs (prlimit(2) at sync 1) and
+    /// inherited by everything it starts. It counts processes and threads, as pids.max does. The kernel counts it
+    /// per user namespace and uid (Linux 5.14+), so it applies only to a sandbox with <see cref="Namespaces.User"/>
+    /// whose program is not host uid 0 (which is exempt), and only where a probe shows this kernel counts that way
+    /// (once per process); otherwise <see cref="IsolatedProcess.Limits"/> says why nothing bounds the pids.
+    /// <see cref="NamespaceBuilder.ForUntrustedCode"/> turns it on. Memory has no such fallback: RLIMIT_AS breaks
+    /// runtimes that reserve address space (.NET, the JVM, Go, V8).
+    /// </summary>
+    public CgroupBuilder FallBackToRlimit(bool enabled = true)
+    {
+        Settings = Settings with { RlimitFallback = enabled };
+        return this;
+    }
+
     /// <summary>Checks the limits and the parent path; throws <see cref="ArgumentException"/> saying what to do.</summary>
     internal static void Validate(CgroupSettings settings)
     {
@@ -107,4 +123,5 @@ internal sealed record CgroupSettings
     public CgroupLimits Limits { get; init; } = CgroupLimits.Empty;
     public string? Parent { get; init; }
     public bool BestEffort { get; init; }
+    public bool RlimitFallback { get; init; }
 }

@@ -56,6 +56,9 @@ internal sealed class HybridCgroup(V2Cgroup v2, ICgroup v1) : ICgroup
         v1.Place(pid, clonedInto);
     }
 
+    public LimitMechanism CarrierOf(string controller) =>
+        v2.CarrierOf(controller) is var m and not LimitMechanism.None ? m : v1.CarrierOf(controller);
+
     public void Apply(CgroupLimits limits)
     {
         v2.Apply(limits);

@@ -101,6 +101,9 @@ internal sealed class V1Cgroup : ICgroup
 
     private string? Dir(string controller) => _dirs.GetValueOrDefault(controller);
 
+    public LimitMechanism CarrierOf(string controller) =>
+        _dirs.ContainsKey(CgroupV1Driver.V1Name(controller)) ? LimitMechanism.CgroupV1 : LimitMechanism.None;
+
     private string? File(string controller, string file) => Dir(controller) is { } d ? Path.Join(d, file) : null;
 
     public void Place(int pid, bool clonedInto)

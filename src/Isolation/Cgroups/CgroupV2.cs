@@ -97,6 +97,9 @@ internal sealed class V2Cgroup(string dir, IReadOnlyCollection<string> controlle
             throw CgroupFiles.Failed($"open cgroup {dir}", Marshal.GetLastPInvokeError(), dir);
     }
 
+    public LimitMechanism CarrierOf(string controller) =>
+        controllers.Contains(controller) ? LimitMechanism.CgroupV2 : LimitMechanism.None;
+
     public void Place(int pid, bool clonedInto)
     {
         if (!clonedInto)

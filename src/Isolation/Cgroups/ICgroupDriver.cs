@@ -29,6 +29,9 @@ internal interface ICgroup
     /// <summary>Writes the limits that are set (others keep their value).</summary>
     void Apply(CgroupLimits limits);
 
+    /// <summary>Which hierarchy carries <paramref name="controller"/> (a v2 name) for this cgroup, or None.</summary>
+    LimitMechanism CarrierOf(string controller);
+
     /// <summary>Reads the counters.</summary>
     CgroupStats ReadStats();
 
@@ -208,6 +211,7 @@ internal sealed class NoCgroup : ICgroup
     public IReadOnlyList<string> Directories => [];
     public int CloneIntoFd => -1;
     public void Place(int pid, bool clonedInto) { }
+    public LimitMechanism CarrierOf(string controller) => LimitMechanism.None;
     public void Apply(CgroupLimits limits) => throw new InvalidOperationException("This sandbox has no cgroup: it was started without WithCgroup, or best-effort on a host without usable cgroups (see IsolatedProcess.CgroupError).");
     public CgroupStats ReadStats() => new();
     public void Kill() { }

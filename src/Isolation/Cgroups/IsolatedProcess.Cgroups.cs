@@ -13,8 +13,15 @@ public sealed partial class IsolatedProcess
     /// <summary>
     /// Why the sandbox runs without a cgroup although <see cref="NamespaceBuilder.WithCgroup"/> asked for one
     /// (only with <see cref="CgroupBuilder.BestEffort"/>): the limits were not applied. Null when they were.
+    /// <see cref="Limits"/> says what bounds the sandbox instead.
     /// </summary>
-    public string? CgroupError { get; }
+    public string? CgroupError => Limits.CgroupError;
+
+    /// <summary>
+    /// Which limits hold for this sandbox and by which mechanism (cgroup v2 or v1, an rlimit such as the RLIMIT_NPROC
+    /// fallback, tmpfs sizes, the timeout), from what its start applied.
+    /// </summary>
+    public SandboxLimits Limits { get; }
 
     /// <summary>Whether the sandbox has a cgroup of its own (limits applied, stats available).</summary>
     public bool HasCgroup => _cgroup is not NoCgroup;

@@ -11,6 +11,15 @@ public sealed unsafe partial class IsolationSpec
 {
     private ICgroupDriver? _cgroupDriver;
 
+    // What a start applied, shared by the starts that came out the same way (SandboxLimits.cs): computed at the
+    // first such start, so a start allocates no report of its own (only one whose cgroup failed with a new message).
+    private SandboxLimits? _limitsWithCgroup, _limitsWithoutCgroup, _limitsCgroupFailed;
+
+    // The RLIMIT_NPROC fallback of a best-effort cgroup (CgroupBuilder.FallBackToRlimit): 0 none, with why; once per spec.
+    private ulong _nprocFallback;
+    private string? _nprocFallbackNote;
+    private volatile bool _nprocFallbackKnown;
+
     /// <summary>The limits each sandbox's cgroup gets, or null when the spec has no <see cref="NamespaceBuilder.WithCgroup"/>.</summary>
     public CgroupLimits? CgroupLimits => _state.Cgroup?.Limits;
 
@@ -57,9 +66,83 @@ public sealed unsafe partial class IsolationSpec
         Log.CgroupPlaced(_logger, pid, clonedInto);
     }
 
-    /// <summary>Parent, child waiting at sync 1: prlimit(2) each rlimit, so the program starts with them.</summary>
-    private void SetRlimits(int pid)
+    /// <summary>Parent, before clone: the RLIMIT_NPROC to set in place of a cgroup that could not be had (0: none).</summary>
+    private ulong NprocFallback(ICgroup cgroup, string? cgroupError)
     {
+        if (cgroup is not NoCgroup || cgroupError is null || _state.Cgroup is not { RlimitFallback: true })
+            return 0;
+        if (!_nprocFallbackKnown)
+            DecideNprocFallback();
+        return _nprocFallback;
+    }
+
+    /// <summary>
+    /// Host, before a start rents a spawn helper: an unprivileged caller, which rarely has a cgroup, decides the
+    /// fallback (and so probes RLIMIT_NPROC) now, while no helper is busy with this start; the probe's starts
+    /// nested in this one would make the pool start a second helper.
+    /// </summary>
+    private void PrepareNprocFallback()
+    {
+        if (!_nprocFallbackKnown && _state.Cgroup is { RlimitFallback: true, BestEffort: true } && geteuid() != 0)
+            DecideNprocFallback();
+    }
+
+    private void DecideNprocFallback()
+    {
+        (ulong limit, string? note, bool final) = DecideNprocFallback(_state);
+        _nprocFallback = limit;
+        _nprocFallbackNote = note;
+        _nprocFallbackKnown = final; // an answer the probe could not give yet is asked for again at the next start
+    }
+
+    /// <summary>Whether RLIMIT_NPROC can stand for pids.max in this spec's sandboxes, and why not.</summary>
+    private static (ulong Limit, string? WhyNot, bool Final) DecideNprocFallback(BuilderState s)
+    {
+        if (s.Cgroup?.Limits.PidsMax is not { } pids)
+            return (0, null, true);
+        if (s.Rlimits.Any(r => r.Resource == RlimitResource.Nproc))
+            return (0, null, true); // the spec's own RLIMIT_NPROC is set, and reported as such
+        if (!s.Namespaces.HasFlag(Namespaces.User))
+            return (0, "no RLIMIT_NPROC fallback: without Namespaces.User it would count every process of your uid on the host", true);
+        uint uid = s.Uid is { } u && u != IdMaps.MappedIdentity.Unchanged ? u : uint.MaxValue;
+        uint hostUid = geteuid();
+        foreach (IdMaps.IdMap map in s.UidMaps)
+        {
+            if (uid != uint.MaxValue && uid >= map.Inside && uid - map.Inside < map.Count)
+                hostUid = map.Outside + (uid - map.Inside);
+        }
+        if (hostUid == 0)
+            return (0, "no RLIMIT_NPROC fallback: the program runs as host uid 0, which the kernel exempts", true);
+        (NprocScope scope, string detail) = NprocProbe.Result;
+        return scope == NprocScope.Namespace ? ((ulong)pids, null, true) : (0, "no RLIMIT_NPROC fallback: " + detail, scope != NprocScope.Unknown);
+    }
+
+    /// <summary>Host, after a successful start: what it applied, shared with every start that came out the same way.</summary>
+    private SandboxLimits LimitsOf(ICgroup cgroup, string? cgroupError, ulong nproc)
+    {
+        if (cgroup is not NoCgroup)
+            return _limitsWithCgroup ??= SandboxLimits.Compute(_state, _compiledOps, cgroup, null, 0, null);
+        if (cgroupError is null)
+            return _limitsWithoutCgroup ??= SandboxLimits.Compute(_state, _compiledOps, cgroup, null, 0, null);
+        SandboxLimits? failed = _limitsCgroupFailed;
+        if (failed is null || !string.Equals(failed.CgroupError, cgroupError, StringComparison.Ordinal))
+            _limitsCgroupFailed = failed = SandboxLimits.Compute(_state, _compiledOps, cgroup, cgroupError, nproc, _nprocFallbackNote);
+        return failed;
+    }
+
+    /// <summary>Parent, child waiting at sync 1: prlimit(2) each rlimit, so the program starts with them.</summary>
+    private void SetRlimits(int pid, ulong nprocFallback)
+    {
+        if (nprocFallback > 0)
+        {
+            // In place of pids.max. The child is still the caller's uid in its new user namespace; the kernel
+            // counts each fork against the real uid the forking task has then, i.e. after the identity switch.
+            var value = new rlimit { rlim_cur = nprocFallback, rlim_max = nprocFallback };
+            if (prlimit(pid, (int)RlimitResource.Nproc, &value, null) != 0)
+                throw new SandboxSetupException(SetupStep.Rlimit, $"set rlimit Nproc to {nprocFallback} in place of pids.max (no cgroup)",
+                    System.Runtime.InteropServices.Marshal.GetLastPInvokeError(), null, "say CgroupBuilder.FallBackToRlimit(false) to run without it");
+            Log.NprocFallback(_logger, pid, nprocFallback);
+        }
         foreach (Rlimit limit in _state.Rlimits)
         {
             var value = new rlimit { rlim_cur = limit.Soft, rlim_max = limit.Hard };

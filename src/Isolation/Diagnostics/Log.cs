@@ -49,6 +49,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 14, Level = LogLevel.Warning, Message = "pid {Pid}: {Reason}: {Status}")]
     public static partial void LimitHit(ILogger logger, int pid, TerminationReason reason, ExitStatus status);
 
+    [LoggerMessage(EventId = 15, Level = LogLevel.Debug, Message = "pid {Pid}: RLIMIT_NPROC {Limit} in place of pids.max (no cgroup)")]
+    public static partial void NprocFallback(ILogger logger, int pid, ulong limit);
+
     [LoggerMessage(EventId = 13, Level = LogLevel.Debug, Message = "pid {Pid}: placed in its cgroup (clone3 placed it: {ClonedInto})")]
     public static partial void CgroupPlaced(ILogger logger, int pid, bool clonedInto);
 

@@ -59,7 +59,12 @@ public static class UntrustedCodePreset
     /// <summary>The PATH inside.</summary>
     public const string SearchPath = "/usr/local/bin:/usr/bin:/bin";
 
-    /// <summary>A process limit that stops fork storms: for the cgroup hook.</summary>
+    /// <summary>
+    /// A task limit that stops fork storms: pids.max, or RLIMIT_NPROC where no cgroup can be had. Both count
+    /// threads as well as processes; 256 leaves room for runtimes that start many (a .NET program starts about
+    /// 15–25 threads, a JVM on a 64-CPU host about 100). Change it with
+    /// <c>.WithCgroup(c =&gt; c.PidsMax(1024).BestEffort())</c> after the preset.
+    /// </summary>
     public const int DefaultPidsMax = 256;
 
     /// <summary>A memory limit: for the cgroup hook.</summary>
@@ -157,11 +162,15 @@ public static class UntrustedCodePreset
     /// The preset's resource limits: a cgroup of its own with pids.max <see cref="DefaultPidsMax"/> (a fork
     /// storm stops there) and memory.max <see cref="DefaultMemoryMax"/> (a memory hog is OOM-killed inside
     /// the sandbox, and the exit status says <see cref="TerminationReason.OutOfMemory"/>). Best effort: where
-    /// the caller has no cgroup delegation the sandbox runs without them and
-    /// <see cref="IsolatedProcess.CgroupError"/> says why; override with your own <c>WithCgroup(...)</c>.
+    /// the caller has no cgroup delegation the sandbox runs without the cgroup and
+    /// <see cref="IsolatedProcess.CgroupError"/> says why; its tasks are then bounded by RLIMIT_NPROC
+    /// <see cref="DefaultPidsMax"/> instead (<see cref="Cgroups.CgroupBuilder.FallBackToRlimit"/>, where the kernel counts it
+    /// per user namespace), and its memory by nothing but the tmpfs sizes (RLIMIT_AS would break .NET, the JVM, Go
+    /// and V8). <see cref="IsolatedProcess.Limits"/> says what holds. Your own <c>WithCgroup(...)</c> limits are
+    /// required unless that call says <c>BestEffort()</c>.
     /// </summary>
     public static NamespaceBuilder ApplyResourceLimits(NamespaceBuilder builder) =>
-        builder.WithCgroup(c => c.PidsMax(DefaultPidsMax).MemoryMax(DefaultMemoryMax).BestEffort());
+        builder.WithCgroup(c => c.PidsMax(DefaultPidsMax).MemoryMax(DefaultMemoryMax).BestEffort().FallBackToRlimit());
 
     private static void Mounts(MountPlanBuilder m)
     {
