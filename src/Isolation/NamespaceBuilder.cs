@@ -299,6 +299,7 @@ public sealed partial class NamespaceBuilder
             if (op.Kind == NativeOpKind.Mount && op.FsType == "mqueue" && !s.Namespaces.HasFlag(Namespaces.Ipc))
                 throw new ArgumentException($"'{op.Description}' requires Namespaces.Ipc: a mqueue mount shows the IPC namespace of the sandbox. Add it to WithNamespaces(...).");
         }
+        IdmappedTrees.Validate(s); // a read-only idmapped bind the program could remount read-write
         if (s.SetGroups && s.Setgroups == SetgroupsPolicy.Deny)
             throw new ArgumentException("RunAs(...) with supplementary groups needs setgroups(2), which WithSetgroups(SetgroupsPolicy.Deny) forbids.");
         if (s.SetGroups && user && s.Setgroups == SetgroupsPolicy.Auto && geteuid() != 0 && s.GidMaps.Length == 1 && s.GidMaps[0].Outside == getegid())

@@ -45,6 +45,24 @@ internal sealed unsafe class IdmappedTrees
         return indexes.Count == 0 ? null : new IdmappedTrees([.. indexes], [.. sources], state.UidMaps, state.GidMaps);
     }
 
+    /// <summary>
+    /// Refuses a read-only idmapped bind that the program could remount read-write: a mount made inside the
+    /// sandbox's mount namespace carries no MNT_LOCK_READONLY, so a program with CAP_SYS_ADMIN over that
+    /// namespace (uid 0 inside, capabilities not dropped, no nested user namespace) may run
+    /// <c>mount -o remount,bind,rw</c>, and its writes then land as the files' host owners — host root's files
+    /// as host root. Called from <c>Build()</c>.
+    /// </summary>
+    public static void Validate(BuilderState s)
+    {
+        MountOperation? readOnly = s.Mounts.FirstOrDefault(op => op.Kind == NativeOpKind.Idmap && op.Flags.HasFlag(NativeOpFlags.ReadOnly));
+        if (readOnly is null || s.Security.DisableUserNamespaces)
+            return; // a nested user namespace holds no capability over the sandbox's mount namespace
+        bool rootInside = s.Uid is null or 0;
+        bool keepsSysAdmin = s.Security.KeepCapabilities is { } keep ? (keep & (1UL << (int)Security.Capability.CAP_SYS_ADMIN)) != 0 : rootInside;
+        if (keepsSysAdmin)
+            throw new ArgumentException($"'{readOnly.Description}' is read-only, but the program keeps CAP_SYS_ADMIN over its mount namespace and could remount it read-write; writes through an idmapped mount land as the files' host owners (host root's as host root). Drop the capability (WithSecurity(s => s.DropCapabilities(\"CAP_SYS_ADMIN\")) or DropAllCapabilities()), run the program as a non-zero uid (RunAs), or DisableNestedUserNamespaces().");
+    }
+
     public int Count => _opIndexes.Length;
 
     /// <summary>The indexes of the compiled ops that are idmapped binds, in the order <see cref="Open"/> returns their trees.</summary>

@@ -62,15 +62,32 @@ public sealed class IdmappedMountTests
         try
         {
             File.WriteAllText(Path.Combine(dir, "f"), "x");
-            string output = await ShAsync(Shifted.WithMounts(m => m.IdmappedBind(dir, "/mnt/ro", readOnly: true)),
-                "stat -c %u /mnt/ro/f; touch /mnt/ro/g 2>/dev/null && echo wrote || echo refused");
-            Assert.Equal(["0", "refused"], output.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            string output = await ShAsync(Shifted.WithMounts(m => m.IdmappedBind(dir, "/mnt/ro", readOnly: true)).WithSecurity(s => s.DropCapabilities("CAP_SYS_ADMIN")),
+                "stat -c %u /mnt/ro/f; touch /mnt/ro/g 2>/dev/null && echo wrote || echo refused; " +
+                "/bin/mount -o remount,bind,rw /mnt/ro 2>/dev/null && echo remounted || echo remount-refused; touch /mnt/ro/h 2>/dev/null && echo wrote-h; true");
+            Assert.Equal(["0", "refused", "remount-refused"], output.Split('\n', StringSplitOptions.RemoveEmptyEntries));
             Assert.False(File.Exists(Path.Combine(dir, "g")));
+            Assert.False(File.Exists(Path.Combine(dir, "h")));
         }
         finally
         {
             Directory.Delete(dir, recursive: true);
         }
+    }
+
+    [Fact]
+    public void A_read_only_idmapped_bind_that_the_program_could_remount_read_write_is_refused_at_build()
+    {
+        Host.RequireRoot(); // idmapped binds need a privileged caller
+        // With CAP_SYS_ADMIN over its mount namespace, the program ran "mount -o remount,bind,rw" on it and
+        // created a file in the host directory as host root (the mount is its namespace's own, so not locked).
+        var e = Assert.Throws<ArgumentException>(() => Shifted.WithMounts(m => m.IdmappedBind("/tmp", "/mnt/ro", readOnly: true)).Build());
+
+        Assert.Contains("could remount it read-write", e.Message);
+        Assert.Contains("DropCapabilities(\"CAP_SYS_ADMIN\")", e.Message);
+        Shifted.WithMounts(m => m.IdmappedBind("/tmp", "/mnt/ro", readOnly: true)).WithSecurity(s => s.DropAllCapabilities()).Build();
+        Shifted.WithMounts(m => m.IdmappedBind("/tmp", "/mnt/ro", readOnly: true)).RunAs(1000, 1000).Build();
+        Shifted.WithMounts(m => m.IdmappedBind("/tmp", "/mnt/rw")).Build();
     }
 
     [Fact]
