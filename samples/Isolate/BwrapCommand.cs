@@ -21,20 +21,35 @@ namespace Isolate;
 internal static class BwrapCommand
 {
     private const string Usage = """
-        usage: isolate bwrap [options] [--] program [arguments...]
+        usage: {0} [OPTIONS...] [--] COMMAND [ARGS...]
         bubblewrap's options for namespaces, mounts and the process: --bind --ro-bind --dev-bind (and -try),
-        --tmpfs --proc --dev --mqueue --dir --symlink --file FD --bind-data FD --ro-bind-data FD --chmod
-        --perms --size --remount-ro --overlay-src --overlay --tmp-overlay --ro-overlay --unshare-user[-try]
-        --unshare-pid --unshare-net --unshare-uts --unshare-ipc --unshare-cgroup[-try] --unshare-all
+        --bind-fd FD --ro-bind-fd FD --tmpfs --proc --dev --mqueue --dir --symlink --file FD --bind-data FD
+        --ro-bind-data FD --chmod --perms --size --remount-ro --overlay-src --overlay --tmp-overlay --ro-overlay
+        --unshare-user[-try] --unshare-pid --unshare-net --unshare-uts --unshare-ipc --unshare-cgroup[-try] --unshare-all
         --share-net --uid --gid --hostname --chdir --setenv --unsetenv --clearenv --die-with-parent
         --new-session --as-pid-1 --argv0 --args FD --info-fd --json-status-fd --userns-block-fd --sync-fd
         --lock-file --block-fd --cap-add --cap-drop --seccomp FD --add-seccomp-fd FD --disable-userns
-        --assert-userns-disabled. See bwrap(1).
+        --assert-userns-disabled --level-prefix. See bwrap(1).
 
         """ + SandboxFlags.Help;
 
-    public static async Task<int> RunAsync(string[] args)
+    /// <summary>
+    /// The name isolate was invoked by when that is <c>bwrap</c> (a symlink to isolate: bubblewrap's drop-in), else null.
+    /// </summary>
+    public static string? InvokedAs()
     {
+        string? argv0 = DiagnosticsOff.ProgramName();
+        return Path.GetFileName(argv0) == "bwrap" ? argv0 : null;
+    }
+
+    /// <summary>Runs the command line; <paramref name="name"/> is how the usage line names the command, as bwrap's names argv[0].</summary>
+    public static async Task<int> RunAsync(string[] args, string name = "isolate bwrap")
+    {
+        if (args.Length == 0)
+        {
+            Console.Error.WriteLine(Usage.Replace("{0}", name, StringComparison.Ordinal));
+            return 1; // bwrap: usage (EXIT_FAILURE, stderr)
+        }
         Invocation invocation;
         try
         {
@@ -42,7 +57,7 @@ internal static class BwrapCommand
         }
         catch (BwrapUsageException e)
         {
-            Console.Error.WriteLine($"isolate bwrap: {e.Message}");
+            BwrapMessages.Error(e.Message);
             return 1;
         }
         if (invocation.ShowVersion)
@@ -52,7 +67,7 @@ internal static class BwrapCommand
         }
         if (invocation.ShowHelp)
         {
-            Console.Out.WriteLine(Usage);
+            Console.Out.WriteLine(Usage.Replace("{0}", name, StringComparison.Ordinal));
             return 0;
         }
         return await RunAsync(invocation);
@@ -67,7 +82,7 @@ internal static class BwrapCommand
         }
         catch (ArgumentException e)
         {
-            Console.Error.WriteLine($"isolate bwrap: {e.Message}");
+            BwrapMessages.Error(e.Message);
             return 1;
         }
 
@@ -86,7 +101,7 @@ internal static class BwrapCommand
         }
         catch (SandboxSetupException e)
         {
-            Console.Error.WriteLine($"isolate bwrap: {e.Message}");
+            BwrapMessages.Error(BwrapMessages.SetupFailed(e, path => InsideCwd(path, inv.Binds.ConvertAll(b => (b.Dest, b.Source)))));
             return 1;
         }
         await using (process)
@@ -119,9 +134,9 @@ internal static class BwrapCommand
         public List<int> BlockFds { get; } = [];
         public Namespaces Namespaces { get; set; }
         public bool DieWithParent { get; set; }
+        public List<(string Source, string Dest)> Binds { get; set; } = [];
     }
 
-    private sealed class BwrapUsageException(string message) : Exception(message);
 
     private static Invocation Parse(string[] commandLine)
     {
@@ -134,17 +149,18 @@ internal static class BwrapCommand
         var overlaySources = new List<string>();
         var flags = new SandboxFlags();
         Namespaces ns = Namespaces.Mount;
-        bool userTry = false, cgroupTry = false, asPid1 = false, dieWithParent = false, newSession = false, shareNet = false;
+        bool userTry = false, cgroupTry = false, asPid1 = false, dieWithParent = false, newSession = false, shareNet = false, lockFile = false;
         uint? uid = null, gid = null;
         string? hostname = null, chdir = null, argv0 = null;
         int? perms = null;
         long? size = null;
 
         var queue = new LinkedList<string>(commandLine);
+        var seen = new HashSet<string>(StringComparer.Ordinal);
         string Next(string option)
         {
             if (queue.First is null)
-                throw new BwrapUsageException($"{option} takes more arguments");
+                throw new BwrapUsageException($"{option} takes an argument");
             string value = queue.First.Value;
             queue.RemoveFirst();
             return value;
@@ -154,6 +170,15 @@ internal static class BwrapCommand
             int value = perms ?? fallback;
             perms = null;
             return value;
+        }
+        // bwrap creates the missing parents of what it creates with 0755, less the group's or others' bits when
+        // the thing itself gives them nothing (least privilege): 0750 for a 0640 file, 0700 for 0600.
+        void Parents(string dest, int mode)
+        {
+            int parentMode = 0x1ED & ((mode & 0x38) == 0 ? ~0x28 : ~0) & ((mode & 0x7) == 0 ? ~0x5 : ~0);
+            if (parentMode != 0x1ED)
+                foreach (string parent in ParentsOf(dest))
+                    ops.Add(m => m.Dir(parent, (UnixFileMode)parentMode));
         }
 
         while (queue.First is { } node && inv.Program is null)
@@ -171,10 +196,18 @@ internal static class BwrapCommand
                 inv.Program = option;
                 break;
             }
-            // --perms and --size modify the next operation; both may come before one --tmpfs, in either order.
-            if ((perms is not null && option is not ("--tmpfs" or "--dir" or "--file" or "--bind-data" or "--ro-bind-data" or "--chmod" or "--size"))
-                || (size is not null && option is not ("--tmpfs" or "--perms")))
-                throw new BwrapUsageException($"--perms and --size must come right before the operation they modify, not before {option}");
+            // bwrap's rules and wording: a missing argument, an option that keeps only its last value, and what
+            // --perms, --size and --overlay-src may be followed by.
+            if (BwrapRules.Arity(option) is int arity and > 0 && queue.Count < arity)
+                throw new BwrapUsageException(BwrapRules.TakesArguments(option, arity));
+            if (BwrapRules.OnlyLastTakesEffect(option) && !seen.Add(option))
+                BwrapMessages.Warning($"Only the last {option} option will take effect");
+            BwrapRules.CheckModifiers(option, perms is not null, size is not null, overlaySources.Count);
+            if (option == "--level-prefix")
+            {
+                BwrapMessages.LevelPrefix = true;
+                continue;
+            }
             switch (option)
             {
                 case "--help":
@@ -214,7 +247,7 @@ internal static class BwrapCommand
                 case "--die-with-parent": dieWithParent = true; break;
                 case "--new-session": newSession = true; break;
                 case "--as-pid-1": asPid1 = true; break;
-                case "--argv0": argv0 = Next(option); break;
+                case "--argv0": argv0 = argv0 is null ? Next(option) : throw new BwrapUsageException("--argv0 used multiple times"); break;
                 case "--info-fd": inv.InfoFd = Fd(Next(option), option); break;
                 case "--json-status-fd": inv.JsonStatusFd = Fd(Next(option), option); break;
                 case "--sync-fd": inv.SyncFd = Fd(Next(option), option); break;
@@ -225,13 +258,26 @@ internal static class BwrapCommand
                     // bwrap holds a lock on DEST for the sandbox's lifetime: we take it on the host file it names.
                     string dest = Next(option);
                     LockHostFile(dest, binds);
+                    lockFile = true;
                     break;
                 }
-                case "--perms": perms = Octal(Next(option), option); break;
-                case "--size":
-                    size = long.TryParse(Next(option), NumberStyles.None, CultureInfo.InvariantCulture, out long s) && s > 0
-                        ? s : throw new BwrapUsageException("--size takes a positive number of bytes");
+                case "--perms":
+                    perms = perms is null ? Octal(Next(option), option) : throw new BwrapUsageException("--perms given twice for the same action");
                     break;
+                case "--size":
+                    size = size is null ? BwrapRules.TmpfsSize(Next(option)) : throw new BwrapUsageException("--size given twice for the same action");
+                    break;
+                case "--bind-fd" or "--ro-bind-fd":
+                {
+                    // bwrap 0.11: bind the directory (or file) an open descriptor refers to, found by its path.
+                    int fd = Fd(Next(option), option);
+                    string dest = Next(option);
+                    string source = BwrapHostSide.PathOfDescriptor(fd, option);
+                    binds.Add((source, dest));
+                    bindOps[ops.Count] = (source, dest);
+                    ops.Add(option == "--ro-bind-fd" ? m => m.BindReadOnly(source, dest) : m => m.Bind(source, dest));
+                    break;
+                }
                 case "--bind" or "--bind-try" or "--ro-bind" or "--ro-bind-try" or "--dev-bind" or "--dev-bind-try":
                 {
                     string src = Next(option), dest = Next(option);
@@ -248,6 +294,7 @@ internal static class BwrapCommand
                 {
                     string dest = Next(option);
                     int mode = TakePerms(0x1ED);
+                    Parents(dest, mode);
                     long? tmpfsSize = size;
                     size = null;
                     ops.Add(m => m.Tmpfs(dest, tmpfsSize, (UnixFileMode)mode));
@@ -255,23 +302,29 @@ internal static class BwrapCommand
                 }
                 case "--proc":
                 {
-                    // bwrap mounts the proc of the PID namespace the sandbox is in, a new one or not.
+                    // bwrap mounts a proc of the sandbox's own PID namespace, and without one binds the caller's /proc
+                    // (which works in a new user namespace too). It makes the kernel's knobs under it (sys,
+                    // sysrq-trigger, irq, bus) read-only where access(2) says it could write them: so as we see them,
+                    // and never in a user namespace of its own, where the kernel refuses those writes anyway.
                     string dest = Next(option);
                     procTargets.Add(dest);
-                    ops.Add(m => m.Proc(dest, callerPidNamespace: !ns.HasFlag(Namespaces.Pid)));
+                    string[] knobs = [.. ((string[])["sys", "sysrq-trigger", "irq", "bus"]).Where(k => access("/proc/" + k, 2 /* W_OK */) == 0)
+                        .Select(k => dest.TrimEnd('/') + "/" + k)];
+                    ops.Add(m =>
+                    {
+                        MountPlanBuilder proc = ns.HasFlag(Namespaces.Pid) ? m.Proc(dest) : m.Bind("/proc", dest);
+                        if (!ns.HasFlag(Namespaces.User) && knobs.Length > 0)
+                            proc.ReadOnlyPaths(knobs);
+                    });
                     break;
                 }
                 case "--dev": { string dest = Next(option); ops.Add(m => m.Dev(dest)); break; }
                 case "--mqueue": { string dest = Next(option); ops.Add(m => m.Mqueue(dest)); break; }
                 case "--dir":
                 {
-                    // bwrap creates missing parents with the --perms mode too (mkdir -p with one mode).
                     string dest = Next(option);
-                    bool given = perms is not null;
                     int mode = TakePerms(0x1ED);
-                    if (given)
-                        foreach (string parent in Parents(dest))
-                            ops.Add(m => m.Dir(parent, (UnixFileMode)mode));
+                    Parents(dest, mode);
                     ops.Add(m => m.Dir(dest, (UnixFileMode)mode));
                     break;
                 }
@@ -285,6 +338,7 @@ internal static class BwrapCommand
                     // bwrap copies the data at setup; we read it now, before the sandbox exists.
                     byte[] data = SandboxFlags.ReadAll(fd);
                     int mode = TakePerms(option == "--file" ? 0x1B6 /* 0666, as bwrap */ : 0x180 /* 0600 */);
+                    Parents(dest, mode);
                     ops.Add(option == "--ro-bind-data" ? m => m.File(dest, data, (UnixFileMode)mode).ReadOnlyPaths(dest) : m => m.File(dest, data, (UnixFileMode)mode));
                     break;
                 }
@@ -294,8 +348,9 @@ internal static class BwrapCommand
                     string? upper = option == "--overlay" ? Absolute(Next(option)) : null;
                     string? work = option == "--overlay" ? Absolute(Next(option)) : null;
                     string dest = Next(option);
-                    if (overlaySources.Count == 0)
-                        throw new BwrapUsageException($"{option} requires at least one --overlay-src before it");
+                    // bwrap's rule: a read-only overlay of one layer is a read-only bind, so it takes two.
+                    if (overlaySources.Count < (option == "--ro-overlay" ? 2 : 1))
+                        throw new BwrapUsageException($"{option} requires at least {(option == "--ro-overlay" ? "two" : "one")} --overlay-src");
                     // bwrap lists layers bottom first; overlayfs (and the library) wants the top first.
                     string[] layers = [.. Enumerable.Reverse(overlaySources)];
                     overlaySources.Clear();
@@ -318,10 +373,7 @@ internal static class BwrapCommand
         }
         if (inv.Program is null)
             throw new BwrapUsageException("No program specified");
-        if (overlaySources.Count > 0)
-            throw new BwrapUsageException("--overlay-src must be followed by --overlay, --tmp-overlay or --ro-overlay");
-        if (perms is not null || size is not null)
-            throw new BwrapUsageException("--perms and --size must be followed by the operation they modify");
+        BwrapRules.CheckModifiers(null, perms is not null, size is not null, overlaySources.Count);
         while (queue.First is { } rest)
         {
             inv.Arguments.Add(rest.Value);
@@ -336,10 +388,14 @@ internal static class BwrapCommand
             ns |= Namespaces.Cgroup;
         if (hostname is not null && !ns.HasFlag(Namespaces.Uts))
             throw new BwrapUsageException("Specifying --hostname requires --unshare-uts");
-        if ((uid is not null || gid is not null) && !ns.HasFlag(Namespaces.User) && !flags.Untrusted)
-            throw new BwrapUsageException("Specifying --uid or --gid requires --unshare-user");
+        if (uid is not null && !ns.HasFlag(Namespaces.User) && !flags.Untrusted)
+            throw new BwrapUsageException("Specifying --uid requires --unshare-user or --userns");
+        if (gid is not null && !ns.HasFlag(Namespaces.User) && !flags.Untrusted)
+            throw new BwrapUsageException("Specifying --gid requires --unshare-user or --userns");
         if (asPid1 && !ns.HasFlag(Namespaces.Pid))
             throw new BwrapUsageException("Specifying --as-pid-1 requires --unshare-pid");
+        if (asPid1 && lockFile)
+            throw new BwrapUsageException("Specifying --as-pid-1 and --lock-file is not permitted");
 
         NamespaceBuilder b;
         if (flags.Untrusted)
@@ -391,6 +447,7 @@ internal static class BwrapCommand
             b = b.WithDieWithParent();
         inv.Namespaces = ns;
         inv.DieWithParent = dieWithParent;
+        inv.Binds = binds;
         if (newSession)
             b = b.WithNewSession();
         // With a PID namespace bwrap stays as PID 1 and reaps; --as-pid-1 makes the program PID 1.
@@ -461,7 +518,7 @@ internal static class BwrapCommand
     }
 
     /// <summary>"/a/b/c" → "/a", "/a/b" (relative paths are taken from the sandbox's root, as bwrap does).</summary>
-    private static IEnumerable<string> Parents(string path)
+    private static IEnumerable<string> ParentsOf(string path)
     {
         string[] parts = path.Split('/', StringSplitOptions.RemoveEmptyEntries);
         for (int i = 1; i < parts.Length; i++)
@@ -471,10 +528,10 @@ internal static class BwrapCommand
     private static string Absolute(string path) => Path.IsPathRooted(path) ? path : Path.GetFullPath(path);
 
     private static uint UInt(string text, string option) =>
-        uint.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out uint v) ? v : throw new BwrapUsageException($"{option} takes a number, not '{text}'");
+        uint.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out uint v) ? v : throw new BwrapUsageException($"Invalid {option[2..]}: {text}");
 
     private static int Fd(string text, string option) =>
-        int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int v) ? v : throw new BwrapUsageException($"{option} takes a file descriptor number, not '{text}'");
+        int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int v) ? v : throw new BwrapUsageException($"Invalid fd: {text}");
 
     private static int Octal(string text, string option)
     {
@@ -485,7 +542,7 @@ internal static class BwrapCommand
         }
         catch (Exception e) when (e is FormatException or ArgumentException or OverflowException)
         {
-            throw new BwrapUsageException($"{option} takes an octal mode such as 0755, not '{text}'");
+            throw new BwrapUsageException($"{option} takes an octal argument <= 07777");
         }
     }
 
@@ -501,4 +558,5 @@ internal static class BwrapCommand
     [DllImport("libc")] private static extern uint geteuid();
     [DllImport("libc")] private static extern uint getegid();
     [DllImport("libc")] private static extern int close(int fd);
+    [DllImport("libc")] private static extern int access(string path, int mode);
 }

@@ -93,6 +93,35 @@ internal static partial class BwrapHostSide
         return GetParentPid() == parent;
     }
 
+    /// <summary>
+    /// bwrap 0.11's <c>--bind-fd FD</c> / <c>--ro-bind-fd FD</c>: the path of the directory or file FD refers to. bwrap
+    /// too binds it by its path (the kernel does not bind a descriptor from another mount namespace) and then checks
+    /// that the mount shows the descriptor's inode; we check that the path shows it before the sandbox starts, so a
+    /// descriptor whose file was deleted, moved or lives in another mount namespace is refused rather than
+    /// something else bound.
+    /// </summary>
+    public static string PathOfDescriptor(int fd, string option)
+    {
+        string link = $"/proc/self/fd/{fd.ToString(CultureInfo.InvariantCulture)}";
+        if (!Identity(link, out var byDescriptor))
+            throw new BwrapUsageException($"Can't stat fd {fd}: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+        string? path = new FileInfo(link).LinkTarget;
+        if (path is null || !path.StartsWith('/') || !Identity(path, out var byPath) || byPath != byDescriptor)
+            throw new BwrapUsageException($"{option} {fd}: the file it refers to ({path}) cannot be reached by its path any more (deleted, moved, or in another mount namespace)");
+        return path;
+    }
+
+    /// <summary>The device and inode that <paramref name="path"/> leads to (statx(2), following links).</summary>
+    private static bool Identity(string path, out (uint Major, uint Minor, ulong Inode) identity)
+    {
+        Span<byte> buffer = stackalloc byte[256]; // struct statx
+        identity = default;
+        if (Statx(-100 /* AT_FDCWD */, path, 0, 0x100 /* STATX_INO */, buffer) != 0)
+            return false;
+        identity = (BitConverter.ToUInt32(buffer[136..]), BitConverter.ToUInt32(buffer[140..]), BitConverter.ToUInt64(buffer[32..]));
+        return true;
+    }
+
     /// <summary>struct flock (x86-64 and arm64 layout).</summary>
     [StructLayout(LayoutKind.Sequential)]
     private struct FcntlLock
@@ -118,6 +147,9 @@ internal static partial class BwrapHostSide
 
     [LibraryImport("libc", EntryPoint = "prctl", SetLastError = true)]
     private static partial int Prctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
+
+    [LibraryImport("libc", EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Statx(int dirfd, string path, int flags, uint mask, Span<byte> buffer);
 
     [LibraryImport("libc", EntryPoint = "getppid")]
     private static partial int GetParentPid();

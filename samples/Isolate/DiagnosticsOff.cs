@@ -29,13 +29,28 @@ internal static class DiagnosticsOff
         if (AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES") is null)
             return; // NativeAOT (no host sets the assemblies): built with EnableDiagnostics=false, it has no server to turn off
         string self = Environment.ProcessPath ?? "/proc/self/exe";
-        string[] argv = [self, .. args];
+        string[] argv = [ProgramName() ?? self, .. args]; // argv[0] kept: invoked through a symlink named bwrap, isolate is bwrap
         string[] envp = [.. Environment.GetEnvironmentVariables().Keys.Cast<string>()
             .Where(k => k != Variable && k != Marker)
             .Select(k => $"{k}={Environment.GetEnvironmentVariable(k)}"), $"{Variable}=0", $"{Marker}=1"];
         execve(self, [.. argv, null], [.. envp, null]);
         // execve returned: run on with diagnostics on rather than not at all, and say so.
         Console.Error.WriteLine($"isolate: warning: could not re-execute with {Variable}=0 (errno {Marshal.GetLastPInvokeError()}); the .NET diagnostics socket stays open");
+    }
+
+    /// <summary>argv[0] as the process was started with (the runtime's own argument list replaces it with its path).</summary>
+    public static string? ProgramName()
+    {
+        try
+        {
+            string cmdline = File.ReadAllText("/proc/self/cmdline");
+            int end = cmdline.IndexOf('\0', StringComparison.Ordinal);
+            return end > 0 ? cmdline[..end] : null;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
     }
 
     /// <summary>

@@ -3,6 +3,9 @@ using Isolate;
 // isolate unshare [options] [--] program [args...]   util-linux unshare(1)'s command line
 // isolate bwrap [options] [--] program [args...]     bubblewrap's command line
 DiagnosticsOff.Ensure(args); // re-executes once with the .NET diagnostics IPC off
+// A symlink named bwrap to isolate is bubblewrap's drop-in: the bwrap face, naming itself as it was invoked.
+if (BwrapCommand.InvokedAs() is { } bwrapName)
+    return await BwrapCommand.RunAsync(args, bwrapName);
 return args switch
 {
     ["unshare", .. var rest] => await UnshareCommand.RunAsync(rest),

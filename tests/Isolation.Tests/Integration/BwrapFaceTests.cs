@@ -20,6 +20,12 @@ public sealed class BwrapFaceTests
         Usr + "--tmpfs /tmp --perms 0700 --size 1048576 --tmpfs /tmp/t -- /usr/bin/stat -c %a /tmp/t",
         Usr + "--tmpfs /tmp --size 1048576 --perms 0700 --tmpfs /tmp/t -- /usr/bin/stat -c %a /tmp/t",
         Usr + "--tmpfs /tmp --perms 0700 --dir /tmp/a/b/c --dir /tmp/d/e -- /usr/bin/stat -c '%n %a' /tmp/a /tmp/a/b /tmp/a/b/c /tmp/d /tmp/d/e",
+        // Parents of what bwrap creates are 0755 less what the thing itself denies its group or others.
+        Usr + "--tmpfs /tmp --perms 1777 --dir /tmp/s/d --perms 0640 --dir /tmp/g/d --perms 0604 --file 3 /tmp/o/f --perms 0000 --tmpfs /tmp/n/t "
+            + "-- /usr/bin/stat -c '%n %a' /tmp/s /tmp/s/d /tmp/g /tmp/g/d /tmp/o /tmp/o/f /tmp/n /tmp/n/t 3</dev/null",
+        // --proc without --unshare-pid binds the caller's /proc (so it works in a new user namespace too); outside one, its knobs are made read-only.
+        Usr + "--unshare-user --proc /proc -- /bin/sh -c 'test -e /proc/1/status && echo host-pids; echo 1 > /proc/sys/kernel/ns_last_pid || echo refused'",
+        Usr + "--proc /proc -- /usr/bin/findmnt -no TARGET,OPTIONS -R /proc",
         // The mount point bwrap creates for a file bind is an empty 0444 file: seen once the bind is gone.
         Usr + "--tmpfs /tmp --ro-bind /etc/hostname /tmp/h --unshare-user --uid 0 --cap-add ALL -- /bin/sh -c 'umount /tmp/h && stat -c %a /tmp/h'",
     };
