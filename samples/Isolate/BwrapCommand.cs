@@ -139,6 +139,7 @@ internal static class BwrapCommand
         string? hostname = null, chdir = null, argv0 = null;
         int? perms = null;
         long? size = null;
+        var joinFds = new Dictionary<string, int>(); // --userns, --userns2, --pidns (BwrapJoins.cs)
 
         var queue = new LinkedList<string>(commandLine);
         string Next(string option)
@@ -307,8 +308,9 @@ internal static class BwrapCommand
                     });
                     break;
                 }
-                case "--userns" or "--userns2" or "--pidns" or "--level-prefix" or "--exec-label" or "--file-label":
-                    throw new BwrapUsageException($"{option} is not supported (isolate cannot join existing namespaces or set SELinux labels)");
+                case "--userns" or "--userns2" or "--pidns": joinFds[option] = Fd(Next(option), option); break;
+                case "--level-prefix" or "--exec-label" or "--file-label":
+                    throw new BwrapUsageException($"{option} is not supported (isolate cannot set SELinux labels)");
                 default:
                     // Resource limits and security: the same options as isolate unshare (SandboxFlags.cs).
                     if (!flags.TryTake(option, () => Next(option)))
@@ -328,6 +330,11 @@ internal static class BwrapCommand
             queue.RemoveFirst();
         }
 
+        // --userns, --userns2, --pidns: bwrap's rules, and --uid/--gid taken for a joined user namespace (BwrapJoins.cs).
+        BwrapJoins? joins = BwrapJoins.Take(joinFds, ns, userTry, flags.Untrusted, ref uid, ref gid, out string? joinError);
+        if (joinError is not null)
+            throw new BwrapUsageException(joinError);
+
         // bwrap unshares the user namespace itself when it is not privileged (not setuid, not root).
         bool root = geteuid() == 0;
         if (userTry || !root)
@@ -341,6 +348,7 @@ internal static class BwrapCommand
         if (asPid1 && !ns.HasFlag(Namespaces.Pid))
             throw new BwrapUsageException("Specifying --as-pid-1 requires --unshare-pid");
 
+        ns = joins?.Created(ns) ?? ns; // --userns: the user namespace is joined, not created
         NamespaceBuilder b;
         if (flags.Untrusted)
         {
@@ -361,6 +369,7 @@ internal static class BwrapCommand
                 b = b.MapUsers(uid ?? geteuid(), geteuid(), 1).MapGroups(gid ?? getegid(), getegid(), 1);
             }
         }
+        b = joins?.Apply(b) ?? b;
         b = b.WithMounts(m =>
         {
             m.EmptyRoot();
