@@ -154,6 +154,7 @@ internal static class BwrapCommand
         string? hostname = null, chdir = null, argv0 = null;
         int? perms = null;
         long? size = null;
+        var joinFds = new Dictionary<string, int>(); // --userns, --userns2, --pidns (BwrapJoins.cs)
 
         var queue = new LinkedList<string>(commandLine);
         var seen = new HashSet<string>(StringComparer.Ordinal);
@@ -362,8 +363,9 @@ internal static class BwrapCommand
                     });
                     break;
                 }
-                case "--userns" or "--userns2" or "--pidns" or "--level-prefix" or "--exec-label" or "--file-label":
-                    throw new BwrapUsageException($"{option} is not supported (isolate cannot join existing namespaces or set SELinux labels)");
+                case "--userns" or "--userns2" or "--pidns": joinFds[option] = Fd(Next(option), option); break;
+                case "--level-prefix" or "--exec-label" or "--file-label":
+                    throw new BwrapUsageException($"{option} is not supported (isolate cannot set SELinux labels)");
                 default:
                     // Resource limits and security: the same options as isolate unshare (SandboxFlags.cs).
                     if (!flags.TryTake(option, () => Next(option)))
@@ -379,6 +381,11 @@ internal static class BwrapCommand
             inv.Arguments.Add(rest.Value);
             queue.RemoveFirst();
         }
+
+        // --userns, --userns2, --pidns: bwrap's rules, and --uid/--gid taken for a joined user namespace (BwrapJoins.cs).
+        BwrapJoins? joins = BwrapJoins.Take(joinFds, ns, userTry, flags.Untrusted, ref uid, ref gid, out string? joinError);
+        if (joinError is not null)
+            throw new BwrapUsageException(joinError);
 
         // bwrap unshares the user namespace itself when it is not privileged (not setuid, not root).
         bool root = geteuid() == 0;
@@ -397,6 +404,7 @@ internal static class BwrapCommand
         if (asPid1 && lockFile)
             throw new BwrapUsageException("Specifying --as-pid-1 and --lock-file is not permitted");
 
+        ns = joins?.Created(ns) ?? ns; // --userns: the user namespace is joined, not created
         NamespaceBuilder b;
         if (flags.Untrusted)
         {
@@ -417,6 +425,7 @@ internal static class BwrapCommand
                 b = b.MapUsers(uid ?? geteuid(), geteuid(), 1).MapGroups(gid ?? getegid(), getegid(), 1);
             }
         }
+        b = joins?.Apply(b) ?? b;
         b = b.WithMounts(m =>
         {
             m.EmptyRoot();

@@ -1,7 +1,7 @@
 namespace Isolation;
 
 /// <summary>A step of starting a sandbox, as named in a <see cref="SandboxSetupException"/>.</summary>
-/// <remarks>Values 1–20 and 30–39 (security) are reported by the native child (isolation_native.h, <c>enum iso_step</c>).</remarks>
+/// <remarks>Values 1–23 and 30–39 (security) are reported by the native child (isolation_native.h, <c>enum iso_step</c>).</remarks>
 public enum SetupStep
 {
     /// <summary>No step.</summary>

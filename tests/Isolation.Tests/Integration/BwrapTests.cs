@@ -102,7 +102,7 @@ public sealed class BwrapTests
 
     [Theory]
     [InlineData("--hostname box -- /bin/true", "--hostname requires --unshare-uts")]
-    [InlineData("--userns 3 -- /bin/true", "not supported")]
+    [InlineData("--exec-label x -- /bin/true", "not supported")]
     [InlineData("--cap-add CAP_NOT_A_THING -- /bin/true", "CAP_NOT_A_THING")]
     [InlineData("--frobnicate", "Unknown option --frobnicate")]
     [InlineData("--perms 0700 --proc /proc -- /bin/true", "--perms")]

@@ -18,7 +18,7 @@ public sealed class JoinFailureTests
         IsolationSpec spec = new NamespaceBuilder().JoinNamespace(Namespaces.Pid, path).Build();
         holder.Kill();
 
-        var e = FailsCleanly(spec);
+        var e = SetupFailureTests.FailsCleanly(spec, "/bin/true");
 
         Assert.Equal(SetupStep.Clone, e.Step);
         Assert.Equal("ENOMEM", e.ErrnoName);
@@ -33,7 +33,7 @@ public sealed class JoinFailureTests
         Host.RequireRoot();
         IsolationSpec spec = new NamespaceBuilder().JoinNamespace(Namespaces.User, "/proc/self/ns/user").Build();
 
-        var e = FailsCleanly(spec);
+        var e = SetupFailureTests.FailsCleanly(spec, "/bin/true");
 
         Assert.Equal(SetupStep.JoinNamespace, e.Step);
         Assert.Equal("EINVAL", e.ErrnoName);
@@ -55,31 +55,15 @@ public sealed class JoinFailureTests
         Assert.Empty(Descriptors().Except(before));
     }
 
-    private static SandboxSetupException FailsCleanly(IsolationSpec spec)
-    {
-        string[] before = Descriptors();
-        var e = Assert.Throws<SandboxSetupException>(() => spec.Start("/bin/true"));
-        Assert.Empty(Descriptors().Except(before));
-        Assert.Empty(Host.Leftovers());
-        return e;
-    }
-
     /// <summary>
-    /// This process's descriptors a start or a build could leak, as "fd -> target": pipes, pidfds, memfds and namespace
-    /// files; the spawn helpers' pidfds are the library's for as long as they live, so they are left out.
+    /// What a start or a build could leak, as "fd -> target": what <see cref="SetupFailureTests.SpawnDescriptors"/> counts
+    /// (pipes, pidfds, memfds) and namespace files ("net:[4026...]").
     /// </summary>
     private static string[] Descriptors() =>
-        Directory.GetFiles("/proc/self/fd")
-            .Select(f => (Fd: Path.GetFileName(f), Target: TryReadLink(f)))
-            .Where(d => d.Target is not null && (d.Target.StartsWith("pipe:", StringComparison.Ordinal) || d.Target.Contains("pidfd", StringComparison.Ordinal)
-                || d.Target.StartsWith("/memfd:", StringComparison.Ordinal) || d.Target.EndsWith(']') && d.Target.Contains(":[", StringComparison.Ordinal)))
-            .Where(d => !Host.IsSpawnHelperPidfd(d.Fd))
-            .Select(d => $"{d.Fd} -> {d.Target}")
-            .ToArray();
-
-    private static string? TryReadLink(string path)
-    {
-        try { return new FileInfo(path).LinkTarget; }
-        catch (IOException) { return null; }
-    }
+    [
+        .. SetupFailureTests.SpawnDescriptors(),
+        .. Directory.GetFiles("/proc/self/fd")
+            .Select(f => $"{Path.GetFileName(f)} -> {SetupFailureTests.TryReadLink(f)}")
+            .Where(d => d.EndsWith(']') && d.Contains(":[", StringComparison.Ordinal) && !d.Contains("pidfd", StringComparison.Ordinal)),
+    ];
 }

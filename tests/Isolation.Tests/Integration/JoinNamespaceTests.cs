@@ -202,6 +202,65 @@ public sealed class JoinNamespaceTests
     }
 
     [Fact]
+    public void As_uid_65534_a_sandbox_joins_all_eight_namespaces_of_a_process_of_its_own()
+    {
+        Host.RequireUnprivilegedRunner();
+        Host.RequireTimeNamespace();
+        string[] names = ["user", "pid", "mnt", "net", "ipc", "uts", "cgroup", "time"];
+        using NamespaceHolder holder = NamespaceHolder.Start(asNobody: true,
+            "--user", "--map-root-user", "--pid", "--mount", "--net", "--ipc", "--uts", "--cgroup", "--time");
+        string[] joins = [.. names.SelectMany(n => new[] { "--join", $"{(n == "mnt" ? "mount" : n)}:{holder.Path(n)}" })];
+
+        SpawnOutcome outcome = TestHostRunner.SpawnUnprivileged([.. joins, "--", "/bin/readlink", .. names.Select(n => $"/proc/self/ns/{n}")]);
+
+        Assert.True(outcome.Started, outcome.Error?.Message ?? outcome.ArgumentError);
+        Assert.Equal(names.Select(holder.Namespace), outcome.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+    }
+
+    [Fact]
+    public async Task The_clone_fallback_joins_and_nests_a_pid_namespace_too()
+    {
+        Host.RequireRoot();
+        using NamespaceHolder holder = NamespaceHolder.Start(asNobody: false, "--user", "--map-root-user", "--pid");
+        IsolationSpec spec = new NamespaceBuilder()
+            .JoinNamespace(Namespaces.User, holder.Path("user"))
+            .JoinNamespace(Namespaces.Pid, holder.Path("pid"))
+            .WithNamespaces(Namespaces.Pid | Namespaces.Net)
+            .WithStandardOutput(Stdio.Pipe)
+            .Build();
+        spec.ForceCloneFallback = true;
+
+        string[] lines = await OutputOf(spec, "readlink /proc/self/ns/user; exec grep NSpid /proc/self/status");
+
+        Assert.Equal(holder.Namespace("user"), lines[0]);
+        Assert.Equal(["1"], lines[1].Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[^1..]);
+        Assert.Equal(4, lines[1].Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries).Length); // "NSpid:" and three levels
+    }
+
+    [Fact]
+    public async Task A_sandbox_that_joins_namespaces_is_in_its_own_cgroup()
+    {
+        Host.RequireRoot();
+        CgroupHost.Require("pids");
+        using NamespaceHolder holder = NamespaceHolder.Start(asNobody: false, "--user", "--map-root-user", "--net");
+        IsolationSpec spec = new NamespaceBuilder()
+            .JoinNamespace(Namespaces.User, holder.Path("user"))
+            .JoinNamespace(Namespaces.Net, holder.Path("net"))
+            .WithCgroup(c => c.PidsMax(16))
+            .WithStandardOutput(Stdio.Pipe)
+            .Build();
+
+        await using IsolatedProcess p = spec.Start("/bin/cat", "/proc/self/cgroup");
+        string output = await new StreamReader(p.StandardOutput!).ReadToEndAsync();
+        ExitStatus status = await p.WaitForExitAsync();
+
+        Assert.True(status.Success, status.ToString());
+        Dictionary<string, string> seen = CgroupHost.ParseProcCgroup(output);
+        string pidsKey = seen.Keys.Single(k => k.Split(',').Contains("pids") || (k == "" && CgroupHost.Layout.V2Controllers().Contains("pids")));
+        Assert.EndsWith("/" + Path.GetFileName(p.CgroupDirectories[0]), seen[pidsKey]);
+    }
+
+    [Fact]
     public void As_uid_65534_namespaces_created_with_a_joined_user_namespace_belong_to_it()
     {
         // uid 65534 cannot create a network namespace in the host's user namespace: only inside the joined one.

@@ -14,7 +14,7 @@ public sealed class SetupFailureTests
         .WithNamespaces(Namespaces.User | Namespaces.Mount | Namespaces.Pid)
         .MapCurrentUserToRoot();
 
-    private static SandboxSetupException FailsCleanly(IsolationSpec spec, string program, params string[] args)
+    internal static SandboxSetupException FailsCleanly(IsolationSpec spec, string program, params string[] args)
     {
         string[] fdsBefore = SpawnDescriptors();
         string mountsBefore = File.ReadAllText("/proc/self/mountinfo");
@@ -33,7 +33,7 @@ public sealed class SetupFailureTests
     /// This process's descriptors that a start could leak, as "fd -> target"; the spawn helpers' pidfds are the
     /// library's for as long as they live (the first start, or a busy pool, adds one), so they are left out.
     /// </summary>
-    private static string[] SpawnDescriptors() =>
+    internal static string[] SpawnDescriptors() =>
         Directory.GetFiles("/proc/self/fd")
             .Select(f => (Fd: Path.GetFileName(f), Target: TryReadLink(f)))
             .Where(d => d.Target is not null && (d.Target.StartsWith("pipe:", StringComparison.Ordinal)
@@ -42,7 +42,7 @@ public sealed class SetupFailureTests
             .Select(d => $"{d.Fd} -> {d.Target}")
             .ToArray();
 
-    private static string? TryReadLink(string path)
+    internal static string? TryReadLink(string path)
     {
         try { return new FileInfo(path).LinkTarget; }
         catch (IOException) { return null; }
