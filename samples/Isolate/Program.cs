@@ -3,6 +3,7 @@ using Isolate;
 // isolate unshare [options] [--] program [args...]   util-linux unshare(1)'s command line
 // isolate bwrap [options] [--] program [args...]     bubblewrap's command line
 DiagnosticsOff.Ensure(args); // re-executes once with the .NET diagnostics IPC off
+PrepareSpawnHelper(args);
 return args switch
 {
     ["unshare", .. var rest] => await UnshareCommand.RunAsync(rest),
@@ -10,6 +11,21 @@ return args switch
     ["probe", .. var rest] => ProbeCommand.Run(rest),
     _ => Usage(),
 };
+
+// Start-up: the spawn helper loads on the other core while the command line is parsed and the spec built. Not for
+// --help and --version, which start nothing; a failure here is left to Start, which reports it as it always has.
+static void PrepareSpawnHelper(string[] args)
+{
+    if (args is not ["unshare" or "bwrap", ..] || args.Any(a => a is "--help" or "-h" or "--version" or "-V"))
+        return;
+    try
+    {
+        Isolation.IsolationSpec.PrepareSpawnHelper();
+    }
+    catch (Exception e) when (e is Isolation.SandboxSetupException or DllNotFoundException)
+    {
+    }
+}
 
 static int Usage()
 {
