@@ -110,7 +110,7 @@ internal static class BwrapCommand
                 BwrapHostSide.WriteFd(info, BwrapHostSide.StartedRecord(process.Id, inv.Namespaces, oneLine: false), close: true);
             if (inv.JsonStatusFd is int json)
                 BwrapHostSide.WriteFd(json, BwrapHostSide.StartedRecord(process.Id, inv.Namespaces, oneLine: true), close: false);
-            ExitStatus status = await process.WaitForExitAsync();
+            ExitStatus status = process.WaitForExit(); // blocking: this thread reads the exit record itself, one hand-off fewer
             SandboxFlags.ReportTermination(status, process);
             if (inv.JsonStatusFd is int jsonEnd)
                 BwrapHostSide.WriteFd(jsonEnd, $"{{ \"exit-code\": {status.ShellExitCode} }}\n", close: true);

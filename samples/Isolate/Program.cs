@@ -5,7 +5,11 @@ using Isolate;
 DiagnosticsOff.Ensure(args); // re-executes once with the .NET diagnostics IPC off
 // A symlink named bwrap to isolate is bubblewrap's drop-in: the bwrap face, naming itself as it was invoked.
 if (BwrapCommand.InvokedAs() is { } bwrapName)
+{
+    PrepareSpawnHelper(["bwrap", .. args]);
     return await BwrapCommand.RunAsync(args, bwrapName);
+}
+PrepareSpawnHelper(args);
 return args switch
 {
     ["unshare", .. var rest] => await UnshareCommand.RunAsync(rest),
@@ -13,6 +17,21 @@ return args switch
     ["probe", .. var rest] => ProbeCommand.Run(rest),
     _ => Usage(),
 };
+
+// Start-up: the spawn helper loads on the other core while the command line is parsed and the spec built. Not for
+// --help and --version, which start nothing; a failure here is left to Start, which reports it as it always has.
+static void PrepareSpawnHelper(string[] args)
+{
+    if (args is not ["unshare" or "bwrap", ..] || args.Any(a => a is "--help" or "-h" or "--version" or "-V"))
+        return;
+    try
+    {
+        Isolation.IsolationSpec.PrepareSpawnHelper();
+    }
+    catch (Exception e) when (e is Isolation.SandboxSetupException or DllNotFoundException)
+    {
+    }
+}
 
 static int Usage()
 {

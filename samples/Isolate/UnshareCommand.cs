@@ -111,7 +111,7 @@ internal static class UnshareCommand
         {
             await using IsolatedProcess process = spec.Start(plan.Program, plan.Arguments);
             forwarder.Attach(process);
-            status = await process.WaitForExitAsync();
+            status = process.WaitForExit(); // blocking: this thread reads the exit record itself, one hand-off fewer
             SandboxFlags.ReportTermination(status, process);
         }
         catch (SandboxSetupException e)

@@ -5,6 +5,7 @@ using Isolation.TestHost;
 // isolation-testhost spawn [opts] -- program args...   run a sandbox with the library, print the outcome as JSON
 // isolation-testhost statuses|dumpable|closed-stdio|hold|storm|pipe-file|subreaper ...   be a host under a fault (HostFaults.cs)
 // isolation-testhost leaked-fds --close-range-errno N   leak descriptors, make close_range fail, start one (Descriptors.cs)
+// isolation-testhost prepared-helper   PrepareSpawnHelper, then one start (PreparedHelper.cs)
 // isolation-testhost cgroup-hold|cgroup-reclaim ...   a host that leaves cgroups behind, and the next one that reclaims them (CgroupLeftovers.cs)
 return args switch
 {
@@ -22,6 +23,7 @@ return args switch
     ["leaked-fds", ..] => Descriptors.LeakedFds(args[1..]),
     ["cgroup-hold", ..] => CgroupLeftovers.Hold(args[1..]),
     ["cgroup-reclaim", ..] => CgroupLeftovers.Reclaim(args[1..]),
+    ["prepared-helper"] => PreparedHelper.Run(),
     ["probe", ..] => Probe(),
     ["wait-stdin", ..] => WaitStdin(), // a .NET process with its diagnostics socket, until stdin closes
     _ => Usage(),

@@ -23,6 +23,25 @@ public sealed class SpawnHelperTests
     }
 
     [Fact]
+    public void PrepareSpawnHelper_starts_the_helper_that_the_first_start_then_uses()
+    {
+        var info = new ProcessStartInfo(TestHostRunner.Executable, "prepared-helper") { RedirectStandardOutput = true, RedirectStandardError = true };
+        info.Environment["DOTNET_EnableDiagnostics"] = "0";
+        using Process host = Process.Start(info)!;
+        string stdout = host.StandardOutput.ReadToEnd();
+        string stderr = host.StandardError.ReadToEnd();
+        host.WaitForExit();
+        Assert.True(host.ExitCode == 0, $"exit {host.ExitCode}: {stderr}{stdout}");
+        string[] lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+
+        string[] before = lines.Single(l => l.StartsWith("before-start", StringComparison.Ordinal)).Split(' ')[1..];
+        string parent = lines.Single(l => l.StartsWith("sandbox-parent ", StringComparison.Ordinal)).Split(' ')[1];
+
+        Assert.Single(before); // started by the first call, not again by the second
+        Assert.Equal(before[0], parent);
+    }
+
+    [Fact]
     public async Task Concurrent_starts_are_spread_over_more_than_one_helper()
     {
         Assert.SkipWhen(Environment.ProcessorCount < 2, "one core: the library runs one helper");
