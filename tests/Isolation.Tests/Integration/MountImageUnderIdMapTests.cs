@@ -26,6 +26,10 @@ public sealed class MountImageUnderIdMapTests
             .BindReadOnly("/etc/resolv.conf", "/etc/resolv.conf", optional: true)
             .ContainerDefaults());
 
+    /// <summary>The recipe as root, with root inside mapped to host 100000.</summary>
+    private static NamespaceBuilder UnderMap(BusyboxRoot image) =>
+        Recipe(new NamespaceBuilder(), image.Path).MapUsers(0, 100000, 65536).MapGroups(0, 100000, 65536);
+
     /// <summary>A busybox root owned by host root, with a root-only file the sandbox must not read.</summary>
     private static BusyboxRoot RootOwnedImage()
     {
@@ -44,7 +48,7 @@ public sealed class MountImageUnderIdMapTests
         string[] before = Directory.GetFileSystemEntries(image.Path, "*", SearchOption.AllDirectories);
         string[] mounts = HostMounts();
 
-        Result r = await ShAsync(Recipe(new NamespaceBuilder(), image.Path).MapUsers(0, 100000, 65536).MapGroups(0, 100000, 65536), Script);
+        Result r = await ShAsync(UnderMap(image), Script);
 
         Assert.True(r.ExitCode == 0, r.Stderr);
         // Root inside; the image's owner (host root) is not mapped, so its files show as the overflow id and
@@ -59,7 +63,7 @@ public sealed class MountImageUnderIdMapTests
     {
         Host.RequireRoot();
         using BusyboxRoot image = RootOwnedImage();
-        NamespaceBuilder builder = Recipe(new NamespaceBuilder(), image.Path).MapUsers(0, 100000, 65536).MapGroups(0, 100000, 65536)
+        NamespaceBuilder builder = UnderMap(image)
             .WithMounts(m => m.BindReadOnly("/etc/hostname", "/etc/new-mount-point"));
         string[] mounts = HostMounts();
 
@@ -76,7 +80,7 @@ public sealed class MountImageUnderIdMapTests
     {
         Host.RequireRoot();
         using BusyboxRoot image = RootOwnedImage();
-        NamespaceBuilder builder = Recipe(new NamespaceBuilder(), image.Path).MapUsers(0, 100000, 65536).MapGroups(0, 100000, 65536)
+        NamespaceBuilder builder = UnderMap(image)
             .WithMounts(m => m.TmpOverlay("/mnt", ["/nonexistent/isolation-layer"]));
 
         var e = await Assert.ThrowsAsync<SandboxSetupException>(() => ShAsync(builder, "true"));
