@@ -104,9 +104,7 @@ public sealed class BwrapTests
     [InlineData("--hostname box -- /bin/true", "--hostname requires --unshare-uts")]
     [InlineData("--exec-label x -- /bin/true", "not supported")]
     [InlineData("--cap-add CAP_NOT_A_THING -- /bin/true", "CAP_NOT_A_THING")]
-    [InlineData("--frobnicate", "Unknown option --frobnicate")]
     [InlineData("--perms 0700 --proc /proc -- /bin/true", "--perms")]
-    [InlineData("--bind /usr", "--bind takes two arguments")]
     public void Isolate_bwrap_rejects_what_it_cannot_do_with_a_clear_message(string commandLine, string message)
     {
         Assert.SkipUnless(File.Exists(Isolate), $"needs the isolate sample built ({Isolate}): dotnet build samples/Isolate -c Release");

@@ -17,6 +17,17 @@ public sealed class BwrapUsageTests
         return dir;
     }
 
+    /// <summary>The isolate to run as root or as uid 65534 (skipping where that cannot be done).</summary>
+    private static string IsolateAs(bool unprivileged)
+    {
+        if (unprivileged)
+            Host.RequireUnprivilegedRunner();
+        else
+            Host.RequireRoot();
+        RequireIsolate();
+        return unprivileged ? Staging.ProgramForAnyUser(Isolate) : Isolate;
+    }
+
     private static void RequireIsolate() =>
         Assert.SkipUnless(File.Exists(Isolate), $"needs the isolate sample built ({Isolate}): dotnet build samples/Isolate -c Release");
 
@@ -115,12 +126,7 @@ public sealed class BwrapUsageTests
     [InlineData(true)]
     public void Setup_failures_are_told_in_bwraps_words_without_the_librarys_terms(bool unprivileged)
     {
-        if (unprivileged)
-            Host.RequireUnprivilegedRunner();
-        else
-            Host.RequireRoot();
-        RequireIsolate();
-        string isolate = unprivileged ? Staging.ProgramForAnyUser(Isolate) : Isolate;
+        string isolate = IsolateAs(unprivileged);
         string dir = WritableByAll(BusyboxRoot.NewTempDirectory("isolation-bwrap-words-"));
         try
         {
@@ -148,12 +154,7 @@ public sealed class BwrapUsageTests
     [InlineData(true)]
     public void Bind_fd_binds_the_directory_an_open_descriptor_refers_to_and_ro_bind_fd_read_only(bool unprivileged)
     {
-        if (unprivileged)
-            Host.RequireUnprivilegedRunner();
-        else
-            Host.RequireRoot();
-        RequireIsolate();
-        string isolate = unprivileged ? Staging.ProgramForAnyUser(Isolate) : Isolate;
+        string isolate = IsolateAs(unprivileged);
         string dir = WritableByAll(BusyboxRoot.NewTempDirectory("isolation-bwrap-bindfd-"));
         try
         {
