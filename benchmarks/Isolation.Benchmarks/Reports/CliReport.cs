@@ -42,6 +42,7 @@ internal static class CliReport
         int perFace = jit is null ? 2 : 3;
         try
         {
+            string loadBefore = LoadAverage();
             foreach ((string _, Floor.Command command) in rows)
                 for (int i = 0; i < 3; i++)
                     command.Run(); // warm the page cache
@@ -59,6 +60,10 @@ internal static class CliReport
 
             Console.WriteLine();
             Console.WriteLine($"## isolate as a whole command ({rounds} interleaved rounds, /bin/true, medians)");
+            Console.WriteLine();
+            // Wall times on 2 shared cores depend on what else runs: say how busy the machine was, and whether this
+            // run had a real-time policy (chrt -f), which lets it preempt the rest as on a quiet machine.
+            Console.WriteLine($"Load average before and after: {loadBefore} / {LoadAverage()}; scheduling policy: {SchedulingPolicy()}.");
             Console.WriteLine();
             Console.WriteLine("| Command | median | p10 | p90 |");
             Console.WriteLine("|---|---:|---:|---:|");
@@ -84,6 +89,22 @@ internal static class CliReport
             foreach ((string _, Floor.Command command) in rows)
                 command.Dispose();
         }
+    }
+
+    private static string LoadAverage() => string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ')[..3]);
+
+    /// <summary>This process's scheduling policy as /proc/self/sched shows it (0 normal, 1 FIFO, 2 round-robin).</summary>
+    private static string SchedulingPolicy()
+    {
+        string? line = File.ReadLines("/proc/self/sched").FirstOrDefault(l => l.StartsWith("policy", StringComparison.Ordinal));
+        return line?.Split(':')[^1].Trim() switch
+        {
+            "0" => "normal",
+            "1" => "real-time FIFO (chrt -f)",
+            "2" => "real-time round-robin (chrt -r)",
+            { } other => $"policy {other}",
+            null => "unknown",
+        };
     }
 
     /// <summary>$<paramref name="variable"/>, else <paramref name="relative"/> under the repository root (found upwards from here).</summary>
