@@ -188,21 +188,7 @@ public sealed class DefenceTableTests
         PY
         )"
         echo "storm $({{Python}} - <<'PY'
-        import os, time
-        n, err = 0, 0
-        while n < 2000:
-            try:
-                pid = os.fork()
-            except OSError as e:
-                err = e.errno
-                break
-            if pid == 0:
-                os.close(1)  # the reader of our output waits for no child
-                os.close(2)
-                time.sleep(60)
-                os._exit(0)
-            n += 1
-        print(n, err)
+        {{NprocFallbackTests.Storm(2000)}}
         PY
         )"
         {{Python}} -c 'x = b"x" * (600 << 20)' >/dev/null 2>&1

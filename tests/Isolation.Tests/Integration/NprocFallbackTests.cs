@@ -13,7 +13,7 @@ public sealed class NprocFallbackTests
     private const string Python = "/usr/bin/python3";
 
     // Forks children that sleep until the limit refuses one (or `cap` is reached); prints "forked errno".
-    private static string Storm(int cap, int hold = 0) => $$"""
+    internal static string Storm(int cap, int hold = 0) => $$"""
         import os, sys, time
         n, err = 0, 0
         while n < {{cap}}:
