@@ -113,9 +113,7 @@ internal static class SpawnDriver
                 "--memory-max" => b.WithCgroup(c => c.MemoryMax(long.Parse(Next()))),
                 "--cgroup-parent" => b.WithCgroup(c => c.Parent(Next())),
                 "--cgroup-best-effort" => b.WithCgroup(c => c.BestEffort()),
-                "--rlimit-nproc" => b.WithRlimit(RlimitResource.Nproc, ulong.Parse(Next())),
                 "--timeout-ms" => b.WithTimeout(TimeSpan.FromMilliseconds(int.Parse(Next()))),
-                "--bind-testhost" => b.WithMounts(m => m.BindReadOnly(TestHostDirectory, TestHostDirectory)),
                 // security (tests/Isolation.Tests/Integration/Security*.cs, Escape*.cs)
                 "--untrusted" => Isolation.Security.UntrustedCodePreset.Apply(b),
                 "--setenv" => b.WithEnvironment(e => e.Set(options[i + 1], options[(i += 2)])),
@@ -145,8 +143,6 @@ internal static class SpawnDriver
         int colon = text.IndexOf(':');
         return apply(text[..colon], text[(colon + 1)..]);
     }
-
-    private static string TestHostDirectory => AppContext.BaseDirectory.TrimEnd('/');
 
     private static int CountFds() => Directory.GetFiles("/proc/self/fd").Length;
 }

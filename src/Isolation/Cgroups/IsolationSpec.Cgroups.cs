@@ -125,7 +125,7 @@ public sealed unsafe partial class IsolationSpec
         if (cgroupError is null)
             return _limitsWithoutCgroup ??= SandboxLimits.Compute(_state, _compiledOps, cgroup, null, 0, null);
         SandboxLimits? failed = _limitsCgroupFailed;
-        if (failed is null || !string.Equals(failed.CgroupError, cgroupError, StringComparison.Ordinal))
+        if (failed is null || failed.NprocFallback != nproc || !string.Equals(failed.CgroupError, cgroupError, StringComparison.Ordinal))
             _limitsCgroupFailed = failed = SandboxLimits.Compute(_state, _compiledOps, cgroup, cgroupError, nproc, _nprocFallbackNote);
         return failed;
     }

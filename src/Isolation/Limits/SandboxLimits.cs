@@ -51,8 +51,9 @@ public readonly record struct LimitState(LimitMechanism Mechanism, long? Value, 
 /// </summary>
 public sealed class SandboxLimits
 {
-    internal SandboxLimits(LimitState pids, LimitState memory, LimitState cpu, LimitState io, LimitState tmpfs, LimitState time, string? cgroupError)
+    internal SandboxLimits(LimitState pids, LimitState memory, LimitState cpu, LimitState io, LimitState tmpfs, LimitState time, string? cgroupError, ulong nprocFallback)
     {
+        NprocFallback = nprocFallback;
         Pids = pids;
         Memory = memory;
         Cpu = cpu;
@@ -82,6 +83,9 @@ public sealed class SandboxLimits
 
     /// <summary>Why the sandbox has no cgroup although one was asked for best effort (as <see cref="IsolatedProcess.CgroupError"/>); else null.</summary>
     public string? CgroupError { get; }
+
+    /// <summary>The RLIMIT_NPROC set in place of pids.max by this start (0: none), so a spec can tell whether it can share this report.</summary>
+    internal ulong NprocFallback { get; }
 
     /// <inheritdoc/>
     public override string ToString() => $"pids {Pids}; memory {Memory}; cpu {Cpu}; io {Io}; tmpfs {Tmpfs}; time {Time}";
@@ -133,7 +137,7 @@ public sealed class SandboxLimits
             ? new(LimitMechanism.Timeout, (long)timeout.TotalMilliseconds, "timeout " + timeout.ToString("c", CultureInfo.InvariantCulture))
             : new(LimitMechanism.None, null, "no WithTimeout");
 
-        return new SandboxLimits(pids, memory, cpu, io, TmpfsOf(state, ops), time, cgroupError);
+        return new SandboxLimits(pids, memory, cpu, io, TmpfsOf(state, ops), time, cgroupError, nprocFallback);
     }
 
     /// <summary>Every writable tmpfs of the compiled plan (the empty root's base, tmpfs and dev mounts, overlay uppers) and its size=.</summary>

@@ -88,16 +88,20 @@ public sealed class DelegatedSubtree : IDisposable
     public string CgroupPath { get; }
 
     /// <summary>Runs the spawn driver as uid 65534 from inside the delegated leaf, in every hierarchy.</summary>
-    public SpawnOutcome SpawnUnprivileged(params string[] args)
+    public SpawnOutcome SpawnUnprivileged(params string[] args) =>
+        TestHostRunner.RunSpawnDriver(StartInfoUnprivileged(TestHostRunner.ExecutableForAnyUser, ["spawn", .. args]));
+
+    /// <summary>How to run <paramref name="file"/> as uid 65534 from inside the delegated leaf, in every hierarchy (stdout and stderr redirected).</summary>
+    public ProcessStartInfo StartInfoUnprivileged(string file, IEnumerable<string> args)
     {
         string moves = string.Join(" ", _mounts.Select(m => $"'{m}{CgroupPath}/leaf/cgroup.procs'"));
         var info = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         info.ArgumentList.Add("-c");
         info.ArgumentList.Add($"for f in {moves}; do echo $$ > \"$f\" || exit 99; done; exec setpriv --reuid={Uid} --regid={Uid} --clear-groups -- \"$@\"");
         info.ArgumentList.Add("sh");
-        foreach (string a in (string[])[TestHostRunner.ExecutableForAnyUser, "spawn", .. args])
+        foreach (string a in (string[])[file, .. args])
             info.ArgumentList.Add(a);
-        return TestHostRunner.RunSpawnDriver(info);
+        return info;
     }
 
     public void Dispose()

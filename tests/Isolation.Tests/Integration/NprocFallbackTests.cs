@@ -13,7 +13,7 @@ public sealed class NprocFallbackTests
     private const string Python = "/usr/bin/python3";
 
     // Forks children that sleep until the limit refuses one (or `cap` is reached); prints "forked errno".
-    private static string Storm(int cap, int hold = 0) => $$"""
+    internal static string Storm(int cap, int hold = 0) => $$"""
         import os, sys, time
         n, err = 0, 0
         while n < {{cap}}:
@@ -23,6 +23,8 @@ public sealed class NprocFallbackTests
                 err = e.errno
                 break
             if pid == 0:
+                os.close(1)  # the reader of our output waits for no child
+                os.close(2)
                 time.sleep(60)
                 os._exit(0)
             n += 1
