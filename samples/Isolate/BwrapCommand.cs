@@ -101,7 +101,7 @@ internal static class BwrapCommand
         }
         catch (SandboxSetupException e)
         {
-            BwrapMessages.Error(BwrapMessages.SetupFailed(e, path => InsideCwd(path, inv.Binds.ConvertAll(b => (b.Dest, b.Source)))));
+            BwrapMessages.Error(BwrapMessages.SetupFailed(e, inv.Namespaces.HasFlag(Namespaces.User), path => InsideCwd(path, inv.Binds.ConvertAll(b => (b.Dest, b.Source)))));
             return 1;
         }
         await using (process)

@@ -24,10 +24,10 @@ internal static partial class BwrapMessages
     /// A sandbox that failed to start, in bwrap's words: "Can't find source path /x: No such file or directory",
     /// "Can't make symlink at /a: existing destination is /b", "execvp /: Permission denied". The library's own
     /// message names its builder calls ("mount #3") and hints in its API's terms; on this face both give way to
-    /// what the operation was on the command line. <paramref name="hostPath"/> finds a sandbox path's host path,
-    /// where a bind shows one.
+    /// what the operation was on the command line. <paramref name="userNamespace"/>: the sandbox was to have one;
+    /// <paramref name="hostPath"/> finds a sandbox path's host path, where a bind shows one.
     /// </summary>
-    public static string SetupFailed(SandboxSetupException e, Func<string, string?> hostPath)
+    public static string SetupFailed(SandboxSetupException e, bool userNamespace, Func<string, string?> hostPath)
     {
         string error = Marshal.GetPInvokeErrorMessage(e.Errno);
         string what = e.Message;
@@ -37,6 +37,16 @@ internal static partial class BwrapMessages
         what = MountNumber().Replace(what, "");
         if (e.Step == SetupStep.Exec && e.Path is { } program)
             return $"execvp {program}: {error}";
+        if (e.Step == SetupStep.Clone)
+        {
+            return e.Errno switch
+            {
+                28 /* ENOSPC */ => "Creating new namespace failed: nesting depth or /proc/sys/user/max_*_namespaces exceeded (ENOSPC)",
+                1 /* EPERM */ when userNamespace && geteuid() != 0 =>
+                    "No permissions to create a new namespace, likely because the kernel does not allow non-privileged user namespaces.",
+                _ => $"Creating new namespace failed: {error}",
+            };
+        }
         if (e.Step != SetupStep.Mount)
             return e.Errno != 0 ? $"{what}: {error}" : what;
 
@@ -73,6 +83,9 @@ internal static partial class BwrapMessages
 
     [GeneratedRegex(@"^symlink (?<path>.+) -> ")]
     private static partial Regex Symlink();
+
+    [DllImport("libc")]
+    private static extern uint geteuid();
 
     private static void Write(int level, string message) =>
         Console.Error.WriteLine((LevelPrefix ? $"<{level}>" : "") + "bwrap: " + message);

@@ -136,12 +136,14 @@ public sealed class BwrapUsageTests
             var first = Run(isolate + " bwrap", $"--ro-bind / / --bind {dir} {dir} --symlink /dev/null {symlink} /bin/true", unprivileged);
             var again = Run(isolate + " bwrap", $"--ro-bind / / --bind {dir} {dir} --symlink /dev/null {symlink} /bin/true", unprivileged);
             var conflict = Run(isolate + " bwrap", $"--ro-bind / / --bind {dir} {dir} --symlink /dev/full {symlink} /bin/true", unprivileged);
+            var nested = Run(isolate + " bwrap", $"--unshare-user --disable-userns --dev-bind / / -- {isolate} bwrap --unshare-user --dev-bind / / -- /bin/true", unprivileged);
 
             Assert.Equal((1, "bwrap: Can't find source path /source-enoent: No such file or directory\n"), (missing.Code, missing.Stderr));
             Assert.Equal("bwrap: execvp /: Permission denied\n", exec.Stderr);
             Assert.NotEqual(0, exec.Code);
             Assert.True(first.Code == 0 && again.Code == 0, first.Stderr + again.Stderr); // the same symlink again is fine
             Assert.Equal((1, $"bwrap: Can't make symlink at {symlink}: existing destination is /dev/null\n"), (conflict.Code, conflict.Stderr));
+            Assert.Equal((1, "bwrap: Creating new namespace failed: nesting depth or /proc/sys/user/max_*_namespaces exceeded (ENOSPC)\n"), (nested.Code, nested.Stderr));
         }
         finally
         {
