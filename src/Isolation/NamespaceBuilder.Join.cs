@@ -40,7 +40,8 @@ public sealed partial class NamespaceBuilder
     /// <summary>
     /// Join the namespace <paramref name="handle"/> refers to (an open <c>/proc/PID/ns/*</c> file or a bind mount of one);
     /// see <see cref="JoinNamespace(Namespaces, string)"/>. <see cref="Build"/> takes its own duplicate of the descriptor,
-    /// so the handle may be disposed once <c>Build()</c> has returned.
+    /// so the handle may be disposed once the last <c>Build()</c> of this builder has returned (a later one throws
+    /// <see cref="ObjectDisposedException"/>).
     /// </summary>
     public NamespaceBuilder JoinNamespace(Namespaces kind, SafeHandle handle)
     {

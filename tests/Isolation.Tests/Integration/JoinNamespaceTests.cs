@@ -131,6 +131,23 @@ public sealed class JoinNamespaceTests
     }
 
     [Fact]
+    public async Task The_program_holds_no_descriptor_of_a_namespace_it_joined()
+    {
+        Host.RequireRoot();
+        using NamespaceHolder holder = NamespaceHolder.Start(asNobody: false, "--user", "--map-root-user", "--net");
+        IsolationSpec spec = new NamespaceBuilder()
+            .JoinNamespace(Namespaces.Net, holder.Path("net"))
+            .JoinUserNamespaceAfterSetup(holder.Path("user"))
+            .WithStandardOutput(Stdio.Pipe)
+            .Build();
+
+        string[] lines = await OutputOf(spec, "readlink /proc/self/ns/net /proc/self/ns/user; for f in /proc/self/fd/*; do readlink $f; done; true");
+
+        Assert.Equal([holder.Namespace("net"), holder.Namespace("user")], lines[..2]);
+        Assert.DoesNotContain(lines[2..], l => l.StartsWith("net:[", StringComparison.Ordinal) || l.StartsWith("user:[", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task A_spec_holds_the_namespace_it_opened_at_build_after_its_holder_has_exited()
     {
         Host.RequireRoot();
