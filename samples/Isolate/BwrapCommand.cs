@@ -364,7 +364,7 @@ internal static class BwrapCommand
                     break;
                 }
                 case "--userns" or "--userns2" or "--pidns": joinFds[option] = Fd(Next(option), option); break;
-                case "--level-prefix" or "--exec-label" or "--file-label":
+                case "--exec-label" or "--file-label":
                     throw new BwrapUsageException($"{option} is not supported (isolate cannot set SELinux labels)");
                 default:
                     // Resource limits and security: the same options as isolate unshare (SandboxFlags.cs).
