@@ -1,4 +1,3 @@
-using System.CommandLine;
 using System.Runtime.InteropServices;
 using Isolation;
 using Microsoft.Extensions.Logging;
@@ -21,48 +20,35 @@ internal static class UnshareCommand
 {
     public static async Task<int> RunAsync(string[] args)
     {
-        List<string> optionTokens;
-        string[] program;
+        // isolate's resource and security options (shared with the bwrap face) are collected as they come.
+        var flags = new SandboxFlags();
+        UnshareParse parse;
         try
         {
-            (optionTokens, program) = UnshareArguments.Split(args);
+            parse = UnshareArguments.Parse(args, flags);
         }
         catch (UnshareUsageException e)
         {
-            return UsageError(e.Message);
+            Console.Error.WriteLine($"isolate unshare: {e.Message}");
+            if (e.TryHelp)
+                Console.Error.WriteLine("Try 'isolate unshare --help' for more information.");
+            return 1;
         }
-
-        // isolate's resource and security options (shared with the bwrap face) are taken out first.
-        var flags = new SandboxFlags();
-        optionTokens.RemoveAll(token =>
+        switch (parse.Action)
         {
-            int eq = token.IndexOf('=', StringComparison.Ordinal);
-            string name = eq < 0 ? token : token[..eq];
-            return flags.TryTake(name, () => token[(eq + 1)..]);
-        });
-
-        var options = new UnshareOptions();
-        Command command = options.CreateCommand();
-        command.SetAction((parseResult, _) => RunParsedAsync(options, parseResult, program, flags));
-
-        // Only the options go to System.CommandLine, so the program's words never reach it.
-        ParseResult result = command.Parse(optionTokens, new ParserConfiguration { ResponseFileTokenReplacer = null });
-        if (result.Errors.Count > 0)
-            return UsageError(result.Errors[0].Message);
-        // Our own signal handling (below) replaces System.CommandLine's Ctrl-C cancellation.
-        return await result.InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null });
+            case UnshareAction.Help:
+                Console.Out.Write(UnshareArguments.Help());
+                return 0;
+            case UnshareAction.Version:
+                Console.Out.WriteLine(UnshareArguments.Version());
+                return 0;
+        }
+        return await RunParsedAsync(parse, flags);
     }
 
-    private static int UsageError(string message)
+    private static async Task<int> RunParsedAsync(UnshareParse parse, SandboxFlags flags)
     {
-        Console.Error.WriteLine($"isolate unshare: {message}");
-        Console.Error.WriteLine("Try 'isolate unshare --help' for more information.");
-        return 1;
-    }
-
-    private static async Task<int> RunParsedAsync(UnshareOptions options, ParseResult parseResult, string[] program, SandboxFlags flags)
-    {
-        using ILoggerFactory? loggerFactory = parseResult.GetValue(options.Debug)
+        using ILoggerFactory? loggerFactory = parse.Has(UnshareOptions.Debug)
             ? LoggerFactory.Create(b => b
                 .SetMinimumLevel(LogLevel.Debug)
                 .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; })
@@ -72,7 +58,7 @@ internal static class UnshareCommand
         UnsharePlan plan;
         try
         {
-            plan = options.ToPlan(parseResult, program, loggerFactory?.CreateLogger("isolate.unshare"));
+            plan = UnshareOptions.ToPlan(parse, parse.Program, loggerFactory?.CreateLogger("isolate.unshare"));
             plan = plan with { Builder = flags.Apply(plan.Builder, fullPreset: true) };
         }
         catch (Exception e) when (e is UnshareUsageException or SandboxFlagException or ArgumentException or IOException)

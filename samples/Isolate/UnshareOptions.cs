@@ -1,4 +1,3 @@
-using System.CommandLine;
 using System.Globalization;
 using Isolation;
 using Isolation.IdMaps;
@@ -10,65 +9,45 @@ namespace Isolate;
 /// <summary>What to run and how: the builder, the program, and whether -f was asked for.</summary>
 internal sealed record UnsharePlan(NamespaceBuilder Builder, string Program, string[] Arguments, bool Fork);
 
-/// <summary>util-linux unshare(1)'s options as System.CommandLine options, and their mapping onto <see cref="NamespaceBuilder"/>.</summary>
-internal sealed class UnshareOptions
+/// <summary>util-linux unshare(1)'s options (long names, as <see cref="UnshareArguments"/> records them) and their mapping onto <see cref="NamespaceBuilder"/>.</summary>
+internal static class UnshareOptions
 {
-    public Option<bool> Mount { get; } = new("--mount", "-m") { Description = "unshare mounts namespace" };
-    public Option<bool> Uts { get; } = new("--uts", "-u") { Description = "unshare UTS namespace (hostname etc)" };
-    public Option<bool> Ipc { get; } = new("--ipc", "-i") { Description = "unshare System V IPC namespace" };
-    public Option<bool> Net { get; } = new("--net", "-n") { Description = "unshare network namespace (the library also brings lo up)" };
-    public Option<bool> Pid { get; } = new("--pid", "-p") { Description = "unshare pid namespace (the program is its PID 1, with or without -f)" };
-    public Option<bool> User { get; } = new("--user", "-U") { Description = "unshare user namespace" };
-    public Option<bool> Cgroup { get; } = new("--cgroup", "-C") { Description = "unshare cgroup namespace" };
-    public Option<bool> Time { get; } = new("--time", "-T") { Description = "unshare time namespace" };
-    public Option<bool> Fork { get; } = new("--fork", "-f") { Description = "fork before launching <program> (always a child here; see --help notes)" };
-    public Option<string?> KillChild { get; } = new("--kill-child") { Description = "when dying, kill the forked child (implies --fork); defaults to SIGKILL", HelpName = "signame", Arity = ArgumentArity.ZeroOrOne };
-    public Option<string?> MountProc { get; } = new("--mount-proc") { Description = "mount proc filesystem first (implies --mount)", HelpName = "dir", Arity = ArgumentArity.ZeroOrOne };
-    public Option<string?> MapUser { get; } = new("--map-user") { Description = "map current user to uid (implies --user)", HelpName = "uid|name" };
-    public Option<string?> MapGroup { get; } = new("--map-group") { Description = "map current group to gid (implies --user)", HelpName = "gid|name" };
-    public Option<bool> MapRootUser { get; } = new("--map-root-user", "-r") { Description = "map current user to root (implies --user)" };
-    public Option<bool> MapCurrentUser { get; } = new("--map-current-user", "-c") { Description = "map current user to itself (implies --user)" };
-    public Option<string?> MapUsers { get; } = new("--map-users") { Description = "map count users from outeruid to inneruid (implies --user)", HelpName = "outeruid,inneruid,count|inneruid:outeruid:count|auto" };
-    public Option<string?> MapGroups { get; } = new("--map-groups") { Description = "map count groups from outergid to innergid (implies --user)", HelpName = "outergid,innergid,count|innergid:outergid:count|auto" };
-    public Option<bool> MapAuto { get; } = new("--map-auto") { Description = "map users and groups automatically (implies --user)" };
-    public Option<string?> Propagation { get; } = new("--propagation") { Description = "modify mount propagation in mount namespace", HelpName = "slave|shared|private|unchanged" };
-    public Option<string?> Setgroups { get; } = new("--setgroups") { Description = "control the setgroups syscall in user namespaces", HelpName = "allow|deny" };
-    public Option<string?> Root { get; } = new("--root", "-R") { Description = "run the command with root directory set to <dir> (pivot_root in a new mount namespace)", HelpName = "dir" };
-    public Option<string?> WorkingDirectory { get; } = new("--wd", "-w") { Description = "change working directory to <dir>", HelpName = "dir" };
-    public Option<string?> SetUid { get; } = new("--setuid", "-S") { Description = "set uid in entered namespace", HelpName = "uid" };
-    public Option<string?> SetGid { get; } = new("--setgid", "-G") { Description = "set gid in entered namespace", HelpName = "gid" };
-    public Option<string?> Monotonic { get; } = new("--monotonic") { Description = "set clock monotonic offset (seconds) in time namespaces", HelpName = "offset" };
-    public Option<string?> Boottime { get; } = new("--boottime") { Description = "set clock boottime offset (seconds) in time namespaces", HelpName = "offset" };
-    public Option<bool> Debug { get; } = new("--debug", "-v") { Description = "isolate's own: log each setup step to standard error" };
-
-    public Command CreateCommand()
-    {
-        var command = new Command("unshare", """
-            Run a program with some namespaces unshared from the parent (util-linux unshare's options).
-            Usage: isolate unshare [options] [--] [program [arguments...]]   (default program: $SHELL, else /bin/sh, as a login shell)
-            Options end at the first word that is not an option, as with unshare.
-            Unlike unshare, the program is always a new child of isolate (with or without -f), so with -p it is PID 1.
-
-            """ + SandboxFlags.Help);
-        foreach (Option option in (Option[])[Mount, Uts, Ipc, Net, Pid, User, Cgroup, Time, Fork, KillChild, MountProc, MapUser, MapGroup,
-            MapRootUser, MapCurrentUser, MapUsers, MapGroups, MapAuto, Propagation, Setgroups, Root, WorkingDirectory, SetUid, SetGid,
-            Monotonic, Boottime, Debug])
-            command.Add(option);
-        command.Add(new System.CommandLine.Help.HelpOption("--help", "-h"));
-        command.Add(new VersionOption("--version", "-V"));
-        Propagation.AcceptOnlyFromAmong("slave", "shared", "private", "unchanged");
-        Setgroups.AcceptOnlyFromAmong("allow", "deny");
-        return command;
-    }
+    public const string Mount = "--mount";
+    public const string Uts = "--uts";
+    public const string Ipc = "--ipc";
+    public const string Net = "--net";
+    public const string Pid = "--pid";
+    public const string User = "--user";
+    public const string Cgroup = "--cgroup";
+    public const string Time = "--time";
+    public const string Fork = "--fork";
+    public const string KillChild = "--kill-child";
+    public const string MountProc = "--mount-proc";
+    public const string MapUser = "--map-user";
+    public const string MapGroup = "--map-group";
+    public const string MapRootUser = "--map-root-user";
+    public const string MapCurrentUser = "--map-current-user";
+    public const string MapUsers = "--map-users";
+    public const string MapGroups = "--map-groups";
+    public const string MapAuto = "--map-auto";
+    public const string Propagation = "--propagation";
+    public const string Setgroups = "--setgroups";
+    public const string Root = "--root";
+    public const string WorkingDirectory = "--wd";
+    public const string SetUid = "--setuid";
+    public const string SetGid = "--setgid";
+    public const string Monotonic = "--monotonic";
+    public const string Boottime = "--boottime";
+    public const string Debug = "--debug";
 
     /// <summary>Maps the parsed options onto a builder, with unshare's implications (-r ⇒ -U, --mount-proc ⇒ -m, --kill-child ⇒ -f).</summary>
-    public UnsharePlan ToPlan(ParseResult r, string[] program, ILogger? logger)
+    public static UnsharePlan ToPlan(UnshareParse r, string[] program, ILogger? logger)
     {
         uint euid = Native.geteuid(), egid = Native.getegid();
         Namespaces ns = Namespaces.None;
-        void If(Option<bool> option, Namespaces flag)
+        void If(string option, Namespaces flag)
         {
-            if (r.GetValue(option))
+            if (r.Has(option))
                 ns |= flag;
         }
         If(Mount, Namespaces.Mount);
@@ -80,24 +59,24 @@ internal sealed class UnshareOptions
         If(Cgroup, Namespaces.Cgroup);
         If(Time, Namespaces.Time);
 
-        bool killChild = r.GetResult(KillChild) is not null;
-        bool fork = r.GetValue(Fork) || killChild;
-        string? procMount = r.GetResult(MountProc) is not null ? r.GetValue(MountProc) ?? "/proc" : null;
+        bool killChild = r.Has(KillChild);
+        bool fork = r.Has(Fork) || killChild;
+        string? procMount = r.Has(MountProc) ? r.GetValue(MountProc) ?? "/proc" : null;
         if (procMount is not null)
             ns |= Namespaces.Mount;
 
         // Single-id maps: -r, -c, --map-user, --map-group (each implies --user; the last one wins).
         uint? mapUser = null, mapGroup = null;
-        if (r.GetValue(MapRootUser))
+        if (r.Has(MapRootUser))
             (mapUser, mapGroup) = (0, 0);
-        if (r.GetValue(MapCurrentUser))
+        if (r.Has(MapCurrentUser))
             (mapUser, mapGroup) = (euid, egid);
         if (r.GetValue(MapUser) is { } u)
             mapUser = IdLookup.User(u);
         if (r.GetValue(MapGroup) is { } g)
             mapGroup = IdLookup.Group(g);
-        string? usersSpec = r.GetValue(MapAuto) ? "auto" : r.GetValue(MapUsers);
-        string? groupsSpec = r.GetValue(MapAuto) ? "auto" : r.GetValue(MapGroups);
+        string? usersSpec = r.Has(MapAuto) ? "auto" : r.GetValue(MapUsers);
+        string? groupsSpec = r.Has(MapAuto) ? "auto" : r.GetValue(MapGroups);
         if (r.GetValue(MapUsers) is { } mu)
             usersSpec = mu;
         if (r.GetValue(MapGroups) is { } mg)

@@ -42,6 +42,12 @@ public sealed class IsolateUnshareTests
     [InlineData("-r|sh|-c|exit 7")]
     [InlineData("-rf|sh|-c|kill -TERM $$")] // unshare -f dies by the child's signal: 128 + 15 to the shell
     [InlineData("-r|sh|-c|kill -KILL $$")] // without -f the program's own death by signal: 128 + 9
+    [InlineData("-S0|-G|0|id")] // a short option's value attached or separate
+    [InlineData("-rw/tmp|pwd")] // ... also at the end of a bundle
+    [InlineData("--setu=0|--setg|0|id")] // unique prefixes of long options; a required value after '=' or separate
+    [InlineData("--map-r|--fo|--pid|--mount-p|sh|-c|echo $$; cat /proc/1/comm")]
+    [InlineData("--propagation|private|-rm|findmnt|-no|PROPAGATION|/")]
+    [InlineData("-r|-|id")] // "-" alone is the program, not an option
     public async Task As_root_isolate_unshare_prints_and_exits_like_util_linux_unshare(string commandLine)
     {
         RequireRootAndUnshare();
@@ -51,6 +57,50 @@ public sealed class IsolateUnshareTests
 
         Assert.Equal(expected.ExitCode, actual.ExitCode);
         Assert.Equal(expected.Stdout, actual.Stdout);
+    }
+
+    [Theory]
+    [InlineData("-x")] // an unknown short option
+    [InlineData("-rx|id")] // ... in a bundle
+    [InlineData("--foo")]
+    [InlineData("--foo=1")]
+    [InlineData("-S")] // a required value missing
+    [InlineData("--setuid")]
+    [InlineData("--fork=1")] // a value given to an option that takes none
+    [InlineData("--map")] // an ambiguous prefix, with the candidates in unshare's order
+    [InlineData("--mo|id")]
+    [InlineData("-m/proc|id")] // a short option's optional value is never attached (only --mount=FILE)
+    [InlineData("--propagation=sideways|id")]
+    [InlineData("--setgroups|maybe|id")]
+    public async Task Usage_errors_are_util_linux_unshare_s_words_and_exit_code(string commandLine)
+    {
+        RequireUnshare();
+        string[] args = commandLine.Split('|');
+
+        (Outcome expected, Outcome actual) = await RunBothAsync(args, unprivileged: false);
+
+        Assert.Equal(1, expected.ExitCode);
+        Assert.Equal(expected.ExitCode, actual.ExitCode);
+        // getopt names unshare by its argv[0] (here its path); isolate names itself "isolate unshare".
+        Assert.Equal(expected.Stderr.Replace(Unshare + ":", "unshare:", StringComparison.Ordinal), actual.Stderr.Replace("isolate unshare", "unshare", StringComparison.Ordinal));
+        Assert.Equal("", actual.Stdout);
+    }
+
+    [Theory]
+    [InlineData("--version|--foo", 0)] // acted on in order, as unshare's getopt loop does
+    [InlineData("--foo|--version", 1)]
+    [InlineData("-rhx", 0)]
+    [InlineData("--vers", 0)]
+    public async Task Help_and_version_act_where_they_stand_on_the_command_line(string commandLine, int exitCode)
+    {
+        RequireUnshare();
+        string[] args = commandLine.Split('|');
+
+        (Outcome expected, Outcome actual) = await RunBothAsync(args, unprivileged: false);
+
+        Assert.Equal(exitCode, expected.ExitCode);
+        Assert.Equal(expected.ExitCode, actual.ExitCode);
+        Assert.Equal(exitCode == 0, actual.Stdout.Length > 0);
     }
 
     [Fact]
