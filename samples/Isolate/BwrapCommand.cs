@@ -30,6 +30,9 @@ internal static class BwrapCommand
         --new-session --as-pid-1 --argv0 --args FD --info-fd --json-status-fd --userns-block-fd --sync-fd
         --lock-file --block-fd --cap-add --cap-drop --seccomp FD --add-seccomp-fd FD --disable-userns
         --assert-userns-disabled --level-prefix. See bwrap(1).
+            --userns FD                  Use this user namespace (cannot combine with --unshare-user)
+            --userns2 FD                 After setup switch to this user namespace, only useful with --userns
+            --pidns FD                   Use this pid namespace (as parent namespace if using --unshare-pid)
 
         """ + SandboxFlags.Help;
 

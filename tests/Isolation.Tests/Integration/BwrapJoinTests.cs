@@ -42,6 +42,17 @@ public sealed class BwrapJoinTests
     }
 
     [Fact]
+    public void Isolate_bwrap_help_lists_the_join_options_in_bwraps_words()
+    {
+        Assert.SkipUnless(File.Exists(Isolate), $"needs the isolate sample built ({Isolate})");
+        var help = Run(Isolate + " bwrap", "--help", unprivileged: false).Stdout;
+        // bwrap 0.11.1's --help lines for the three options, word for word.
+        Assert.Contains("    --userns FD                  Use this user namespace (cannot combine with --unshare-user)\n", help);
+        Assert.Contains("    --userns2 FD                 After setup switch to this user namespace, only useful with --userns\n", help);
+        Assert.Contains("    --pidns FD                   Use this pid namespace (as parent namespace if using --unshare-pid)\n", help);
+    }
+
+    [Fact]
     public void Isolate_bwrap_refuses_userns_with_unshare_user_in_bwraps_words()
     {
         Assert.SkipUnless(File.Exists(Isolate), $"needs the isolate sample built ({Isolate})");
