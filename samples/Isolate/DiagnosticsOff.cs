@@ -17,6 +17,8 @@ internal static class DiagnosticsOff
 
     public static void Ensure(string[] args)
     {
+        if (AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES") is null)
+            return; // NativeAOT (no host sets the assemblies): built with EnableDiagnostics=false, it has no server to turn off
         if (Environment.GetEnvironmentVariable(Marker) == "1")
         {
             Environment.SetEnvironmentVariable(Marker, null);
@@ -26,8 +28,6 @@ internal static class DiagnosticsOff
         }
         if (Environment.GetEnvironmentVariable(Variable) == "0")
             return; // already off (the caller's own choice stays in the environment)
-        if (AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES") is null)
-            return; // NativeAOT (no host sets the assemblies): built with EnableDiagnostics=false, it has no server to turn off
         string self = Environment.ProcessPath ?? "/proc/self/exe";
         string[] argv = [ProgramName() ?? self, .. args]; // argv[0] kept: invoked through a symlink named bwrap, isolate is bwrap
         string[] envp = [.. Environment.GetEnvironmentVariables().Keys.Cast<string>()

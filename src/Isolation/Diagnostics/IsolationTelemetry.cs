@@ -30,7 +30,9 @@ public static class IsolationTelemetry
     private static readonly Histogram<double> s_startDuration = Meter.CreateHistogram<double>("isolation.sandbox.start.duration", "s", "Time from Start to the program's exec");
     private static readonly Counter<long> s_exited = Meter.CreateCounter<long>("isolation.sandboxes.exited", "{sandbox}", "Sandboxes that exited, by reason");
 
-    private static readonly string[] s_reasons = Enum.GetNames<TerminationReason>();
+    // Made at the first exit a listener counts: Enum.GetNames reads the enum's metadata, which under NativeAOT costs
+    // a start that nobody measures a good part of a millisecond.
+    private static string[]? s_reasons;
 
     /// <summary>A timestamp for the start's latency when anything listens, else 0 (no clock read).</summary>
     internal static long StartTimestamp() => s_startDuration.Enabled || Source.HasListeners() ? Stopwatch.GetTimestamp() : 0;
@@ -80,6 +82,6 @@ public static class IsolationTelemetry
         if (s_live.Enabled)
             s_live.Add(-1);
         if (reason is { } r && s_exited.Enabled)
-            s_exited.Add(1, new KeyValuePair<string, object?>("isolation.reason", s_reasons[(int)r]));
+            s_exited.Add(1, new KeyValuePair<string, object?>("isolation.reason", (s_reasons ??= Enum.GetNames<TerminationReason>())[(int)r]));
     }
 }

@@ -7,8 +7,16 @@ namespace Isolation.Interop;
 internal static partial class Interop
 {
     // Runs before the first call into any import of this class (an explicit static constructor makes the type
-    // initialize on first use of a static method), so every load of libIsolationNative goes through Resolve.
-    static Interop() => System.Runtime.InteropServices.NativeLibrary.SetDllImportResolver(typeof(Interop).Assembly, Resolve);
+    // initialize on first use of a static method), so every load of libIsolationNative that could fail goes through
+    // Resolve. Where the library lies in the application's directory, the runtime's own probing finds it and the
+    // resolver is not needed: registering it reads the assembly's metadata (typeof(...).Assembly), which costs a
+    // NativeAOT application (isolate) ~0.5 ms of its start.
+    static Interop()
+    {
+        if (OperatingSystem.IsLinux() && File.Exists(Path.Join(AppContext.BaseDirectory, NativeLibrary + ".so")))
+            return;
+        System.Runtime.InteropServices.NativeLibrary.SetDllImportResolver(typeof(Interop).Assembly, Resolve);
+    }
 
     /// <summary>
     /// Loads libIsolationNative the way the runtime would; when it cannot, fails with one sentence
