@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace Isolate;
@@ -17,8 +18,8 @@ internal static class DiagnosticsOff
 
     public static void Ensure(string[] args)
     {
-        if (AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES") is null)
-            return; // NativeAOT (no host sets the assemblies): built with EnableDiagnostics=false, it has no server to turn off
+        if (!RuntimeFeature.IsDynamicCodeSupported || AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES") is null)
+            return; // NativeAOT (a constant there; no host sets the assemblies): built with EnableDiagnostics=false, it has no server to turn off
         if (Environment.GetEnvironmentVariable(Marker) == "1")
         {
             Environment.SetEnvironmentVariable(Marker, null);
