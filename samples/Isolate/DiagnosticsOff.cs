@@ -39,9 +39,11 @@ internal static class DiagnosticsOff
         Console.Error.WriteLine($"isolate: warning: could not re-execute with {Variable}=0 (errno {Marshal.GetLastPInvokeError()}); the .NET diagnostics socket stays open");
     }
 
-    /// <summary>argv[0] as the process was started with (the runtime's own argument list replaces it with its path).</summary>
+    /// <summary>argv[0] as the process was started with (under the JIT host the runtime's own argument list replaces it with its path; NativeAOT keeps main's).</summary>
     public static string? ProgramName()
     {
+        if (!RuntimeFeature.IsDynamicCodeSupported)
+            return Environment.GetCommandLineArgs() is [{ Length: > 0 } argv0, ..] ? argv0 : null; // NativeAOT: main's own argv
         try
         {
             string cmdline = File.ReadAllText("/proc/self/cmdline");

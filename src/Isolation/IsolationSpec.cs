@@ -211,13 +211,8 @@ public sealed unsafe partial class IsolationSpec
         }
         if (state.Propagation != MountPropagation.Unchanged)
         {
-            ulong flags = (ulong)MS_REC | state.Propagation switch
-            {
-                MountPropagation.Slave => (ulong)MS_SLAVE,
-                MountPropagation.Shared => (ulong)MS_SHARED,
-                _ => (ulong)MS_PRIVATE,
-            };
-            ops.Add(new(new(NativeOpKind.Propagation, $"make / {state.Propagation.ToString().ToLowerInvariant()}", Target: "/", MountFlags: flags), 0));
+            (ulong flag, string name) = state.Propagation.ToMountFlag();
+            ops.Add(new(new(NativeOpKind.Propagation, $"make / {name}", Target: "/", MountFlags: (ulong)MS_REC | flag), 0));
         }
 
         string? root = state.Root;

@@ -246,13 +246,8 @@ public sealed class MountPlanBuilder
         path = Checked(path, nameof(path));
         if (propagation is not (MountPropagation.Private or MountPropagation.Slave or MountPropagation.Shared))
             throw new ArgumentOutOfRangeException(nameof(propagation), propagation, "Choose Private, Slave or Shared for a mount's propagation.");
-        ulong flags = (recursive ? (ulong)MS_REC : 0) | propagation switch
-        {
-            MountPropagation.Slave => (ulong)MS_SLAVE,
-            MountPropagation.Shared => (ulong)MS_SHARED,
-            _ => (ulong)MS_PRIVATE,
-        };
-        return Add(new MountOperation(NativeOpKind.Propagation, $"make {path} {propagation.ToString().ToLowerInvariant()}", Target: path, MountFlags: flags));
+        (ulong flag, string name) = propagation.ToMountFlag();
+        return Add(new MountOperation(NativeOpKind.Propagation, $"make {path} {name}", Target: path, MountFlags: (recursive ? (ulong)MS_REC : 0) | flag));
     }
 
     /// <summary>Create a directory and its parents (bubblewrap's <c>--dir</c>); parents get 0755, the directory <paramref name="mode"/> when it is created.</summary>
