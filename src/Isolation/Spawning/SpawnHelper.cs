@@ -99,8 +99,18 @@ internal sealed unsafe class SpawnHelper
     /// (A method of its own: a lambda capturing <paramref name="identity"/> in <see cref="Pick"/> would allocate
     /// its closure on every start.)
     /// </summary>
-    private static SpawnHelper[] Grown(SpawnHelper[] pool, Identity identity, SpawnHelper started) =>
-        [.. pool.Where(h => !h._gone && h._identity == identity), started];
+    private static SpawnHelper[] Grown(SpawnHelper[] pool, Identity identity, SpawnHelper started)
+    {
+        // A loop, not LINQ: a NativeAOT start (isolate) pays for every generic interface it dispatches through first.
+        var grown = new List<SpawnHelper>(pool.Length + 1);
+        foreach (SpawnHelper h in pool)
+        {
+            if (!h._gone && h._identity == identity)
+                grown.Add(h);
+        }
+        grown.Add(started);
+        return [.. grown];
+    }
 
     private static SpawnHelper? Best(SpawnHelper[] pool, Identity identity, out int usable)
     {
@@ -210,13 +220,14 @@ internal static unsafe class NativeAssets
         var candidates = new List<string>(3);
         byte* library = IsolationNative_LibraryPath();
         if (library is not null && Marshal.PtrToStringUTF8((nint)library) is { } libraryPath && Path.GetDirectoryName(libraryPath) is { } dir)
-            candidates.Add(Path.Combine(dir, name));
-        candidates.Add(Path.Combine(AppContext.BaseDirectory, name));
-        foreach (string candidate in candidates)
         {
-            if (File.Exists(candidate))
-                return candidate;
+            candidates.Add(Path.Combine(dir, name));
+            if (File.Exists(candidates[0]))
+                return candidates[0];
         }
+        candidates.Add(Path.Combine(AppContext.BaseDirectory, name));
+        if (File.Exists(candidates[^1]))
+            return candidates[^1];
         // Only now the architecture's name: Enum.ToString reads metadata, which costs a NativeAOT start (isolate) ~0.1 ms.
         string rid = RuntimeInformation.ProcessArchitecture switch
         {
