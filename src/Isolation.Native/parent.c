@@ -109,7 +109,7 @@ static int spawn_clean(const char *file, char *const argv[], int helper_end, pid
 /*
  * Host: starts the spawn helper at path and returns the host's end of its channel (close-on-exec, at 3 or
  * above), its pid and a pidfd of it (to reap it once it is gone). The executable runs directly; if its file cannot be executed (the execute bit got lost,
- * or a noexec mount), through an ELF interpreter (its own, or the host's for a static-pie helper), which only needs to read it; if that fails too, from a
+ * or a noexec mount), through its ELF interpreter, which only needs to read it; if that fails too, from a
  * copy (IsolationNative_OpenExecutable: a memfd, or an unnamed file where vm.memfd_noexec refuses executable
  * memfds). Returns 0 or the first -errno.
  */
@@ -144,8 +144,7 @@ EXPORT int IsolationNative_StartHelper(const char *path, int *channel, int *pid,
         char interp[256];
         char *loader[] = { interp, (char *)path, caps, NULL };
         int first = rc;
-        /* A static-pie helper (the glibc builds) names no interpreter: the host's own loader runs it. */
-        if (elf_interpreter(path, interp, sizeof interp) == 0 || elf_interpreter("/proc/self/exe", interp, sizeof interp) == 0)
+        if (elf_interpreter(path, interp, sizeof interp) == 0)
             rc = spawn_clean(interp, loader, helper_end, &child);
         if (rc < 0) {
             int how;

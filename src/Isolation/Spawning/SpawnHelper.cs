@@ -140,7 +140,7 @@ internal sealed unsafe class SpawnHelper
         if (rc < 0)
             throw new SandboxSetupException(SetupStep.StartHelper, $"start the spawn helper {path}", -rc, path,
                 -rc == ENOENT ? "the helper ships beside libIsolationNative.so (runtimes/<rid>/native/); reinstall the package or rebuild"
-                : "it was tried directly, through an ELF interpreter and from a memfd; check that the file is readable and that the kernel allows executing it (noexec mounts, vm.memfd_noexec)");
+                : "it was tried directly, through its ELF interpreter and from a memfd; check that the file is readable and that the kernel allows executing it (noexec mounts, vm.memfd_noexec)");
         return new SpawnHelper(channel, pid, pidfd);
     }
 
