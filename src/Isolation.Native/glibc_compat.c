@@ -6,6 +6,8 @@
  *   __libc_start_main  GLIBC_2.34 (init and fini moved into libc): called by crt1 in every executable
  *   stat, fstat        GLIBC_2.33 (before: __xstat/__fxstat with a version argument)
  *   dladdr             GLIBC_2.34 (moved from libdl into libc)
+ *   pthread_create,    GLIBC_2.34 (moved from libpthread into libc; the shim only: a .NET process has
+ *   pthread_join                   libpthread loaded on a glibc older than 2.34, which holds the old versions)
  *
  * The old versions still exist in every newer glibc (that is how old binaries keep working), so binding to
  * them costs nothing there. The Makefile's glibc-floor check fails the build if anything newer slips in.
@@ -14,6 +16,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -44,6 +47,22 @@ __asm__(".symver iso_dladdr_compat,dladdr@" ISO_GLIBC_BASE);
 int __wrap_dladdr(const void *addr, Dl_info *info)
 {
     return iso_dladdr_compat(addr, info);
+}
+
+/* pthread_create and pthread_join: the GLIBC_2.2.5 / 2.17 versions (libpthread before 2.34; compatibility symbols of libc since). */
+int iso_pthread_create_compat(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *), void *arg);
+__asm__(".symver iso_pthread_create_compat,pthread_create@" ISO_GLIBC_BASE);
+int iso_pthread_join_compat(pthread_t thread, void **result);
+__asm__(".symver iso_pthread_join_compat,pthread_join@" ISO_GLIBC_BASE);
+
+int __wrap_pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *), void *arg)
+{
+    return iso_pthread_create_compat(thread, attr, start, arg);
+}
+
+int __wrap_pthread_join(pthread_t thread, void **result)
+{
+    return iso_pthread_join_compat(thread, result);
 }
 
 #ifdef ISO_COMPAT_EXECUTABLE

@@ -171,6 +171,59 @@ EXPORT int IsolationNative_StartHelper(const char *path, int *channel, int *pid,
     return 0;
 }
 
+/* Host: starting the helper on a thread of its own (IsolationSpec.PrepareSpawnHelper), so that the caller does not
+ * wait for the helper's vfork and exec (posix_spawn returns only once the child has exec'd) and goes on with its
+ * own work meanwhile. The thread has the caller's credentials (a new thread inherits them), which StartHelper
+ * reads for the helper; it blocks every signal, so none meant for the runtime lands on it. */
+struct iso_helper_start {
+    pthread_t thread;
+    int rc, channel, pid, pidfd;
+    char path[];
+};
+
+static void *start_helper_thread(void *arg)
+{
+    struct iso_helper_start *s = arg;
+    s->rc = IsolationNative_StartHelper(s->path, &s->channel, &s->pid, &s->pidfd);
+    return NULL;
+}
+
+/* Returns a handle for IsolationNative_EndStartHelper, or NULL (errno set) when no thread could be started. */
+EXPORT void *IsolationNative_BeginStartHelper(const char *path)
+{
+    size_t n = strlen(path) + 1;
+    struct iso_helper_start *s = malloc(sizeof *s + n);
+    if (s == NULL)
+        return NULL;
+    memcpy(s->path, path, n);
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old); /* this thread's mask (glibc), inherited by the new thread */
+    int err = pthread_create(&s->thread, NULL, start_helper_thread, s);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (err != 0) {
+        free(s);
+        errno = err;
+        return NULL;
+    }
+    return s;
+}
+
+/* Waits for the start begun by IsolationNative_BeginStartHelper and frees its handle: what StartHelper returned. */
+EXPORT int IsolationNative_EndStartHelper(void *handle, int *channel, int *pid, int *pidfd)
+{
+    struct iso_helper_start *s = handle;
+    pthread_join(s->thread, NULL);
+    int rc = s->rc;
+    if (rc == 0) {
+        *channel = s->channel;
+        *pid = s->pid;
+        *pidfd = s->pidfd;
+    }
+    free(s);
+    return rc;
+}
+
 /* Host: reaps the helper behind pidfd once it is gone (it exits at EOF on its channel), and closes pidfd.
  * ECHILD (a runtime that reaps every child, as PID 1 does, got there first) is fine. */
 EXPORT int IsolationNative_ReapHelper(int pidfd)

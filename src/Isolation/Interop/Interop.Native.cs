@@ -6,7 +6,7 @@ namespace Isolation.Interop;
 internal static unsafe partial class Interop
 {
     internal const string NativeLibrary = "libIsolationNative";
-    internal const int AbiVersion = 4;
+    internal const int AbiVersion = 5;
 
     internal const uint ISO_SPAWN_SET_IDS = 0x1;
     internal const uint ISO_SPAWN_NEW_SESSION = 0x2;
@@ -200,6 +200,14 @@ internal static unsafe partial class Interop
     /// <returns>0 with the host's end of the helper's channel (close-on-exec, at 3 or above) and the helper's pid; -errno when it could not be started in any of the three ways (directly, through its ELF interpreter, from a memfd): the first failure.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_StartHelper")]
     internal static partial int IsolationNative_StartHelper(byte* path, int* channel, int* pid, int* pidfd);
+
+    /// <returns>A handle of a helper start running on a thread of the shim's (<see cref="IsolationNative_EndStartHelper"/> takes it); 0 (errno set) when no thread could be made.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_BeginStartHelper", SetLastError = true)]
+    internal static partial nint IsolationNative_BeginStartHelper(byte* path);
+
+    /// <returns>Waits for the start behind <paramref name="handle"/> and frees it: what <see cref="IsolationNative_StartHelper"/> returned.</returns>
+    [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_EndStartHelper")]
+    internal static partial int IsolationNative_EndStartHelper(nint handle, int* channel, int* pid, int* pidfd);
 
     /// <returns>0 with the calling thread's euid, egid, permitted capabilities and user, mount and PID namespace inodes in <paramref name="identity"/>[0..5]; -errno otherwise.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_Identity")]

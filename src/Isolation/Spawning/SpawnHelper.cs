@@ -33,12 +33,12 @@ internal sealed unsafe class SpawnHelper
     private volatile bool _gone;
     private int _inFlight; // starts handed to this helper and not yet answered
 
-    private SpawnHelper(int channel, int pid, int pidfd)
+    private SpawnHelper(int channel, int pid, int pidfd, Identity identity)
     {
         _channel = channel;
         _pidfd = pidfd;
         ProcessId = pid;
-        _identity = Identity.OfThisThread();
+        _identity = identity;
     }
 
     /// <summary>The helper's process id.</summary>
@@ -84,6 +84,7 @@ internal sealed unsafe class SpawnHelper
             return best;
         lock (s_lock)
         {
+            AdoptPrepared();
             SpawnHelper[] pool = s_pool;
             best = Best(pool, identity, out usable);
             if (best is not null && (best._inFlight == 0 || !growWhenBusy || usable >= s_maxHelpers))
@@ -92,6 +93,40 @@ internal sealed unsafe class SpawnHelper
             Volatile.Write(ref s_pool, Grown(pool, identity, started));
             return started;
         }
+    }
+
+    private static nint s_prepared; // a helper start running on a thread of the shim's (Prepare), guarded by s_lock
+    private static Identity s_preparedIdentity;
+
+    /// <summary>
+    /// Begins starting a helper for the calling thread's identity, unless there is one, on a thread of the shim's: the
+    /// caller goes on at once instead of waiting for the helper's vfork and exec. The next start adopts it. A start
+    /// that fails is left to that start, which tries again and reports it (<see cref="SetupStep.StartHelper"/>).
+    /// </summary>
+    public static void Prepare()
+    {
+        Identity identity = Identity.OfThisThread();
+        lock (s_lock)
+        {
+            if (s_prepared != 0 || Best(s_pool, identity, out _) is not null)
+                return;
+            byte[] path = Encoding.UTF8.GetBytes(Locate() + "\0");
+            fixed (byte* p = path)
+                s_prepared = IsolationNative_BeginStartHelper(p);
+            s_preparedIdentity = identity;
+        }
+    }
+
+    /// <summary>Under <see cref="s_lock"/>: waits for a prepared start and puts its helper in the pool.</summary>
+    private static void AdoptPrepared()
+    {
+        nint prepared = s_prepared;
+        if (prepared == 0)
+            return;
+        s_prepared = 0;
+        int channel, pid, pidfd;
+        if (IsolationNative_EndStartHelper(prepared, &channel, &pid, &pidfd) == 0)
+            Volatile.Write(ref s_pool, Grown(s_pool, s_preparedIdentity, new SpawnHelper(channel, pid, pidfd, s_preparedIdentity)));
     }
 
     /// <summary>
@@ -141,7 +176,7 @@ internal sealed unsafe class SpawnHelper
             throw new SandboxSetupException(SetupStep.StartHelper, $"start the spawn helper {path}", -rc, path,
                 -rc == ENOENT ? "the helper ships beside libIsolationNative.so (runtimes/<rid>/native/); reinstall the package or rebuild"
                 : "it was tried directly, through its ELF interpreter and from a memfd; check that the file is readable and that the kernel allows executing it (noexec mounts, vm.memfd_noexec)");
-        return new SpawnHelper(channel, pid, pidfd);
+        return new SpawnHelper(channel, pid, pidfd, Identity.OfThisThread());
     }
 
     /// <summary>Tests: closes the channel; the helper kills its sandboxes and exits, as when the host dies.</summary>
