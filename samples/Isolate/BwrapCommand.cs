@@ -104,7 +104,8 @@ internal static class BwrapCommand
         }
         catch (SandboxSetupException e)
         {
-            BwrapMessages.Error(BwrapMessages.SetupFailed(e, inv.Namespaces.HasFlag(Namespaces.User), path => InsideCwd(path, inv.Binds.ConvertAll(b => (b.Dest, b.Source)))));
+            string message = BwrapMessages.SetupFailed(e, inv.Namespaces.HasFlag(Namespaces.User), path => InsideCwd(path, inv.Binds.ConvertAll(b => (b.Dest, b.Source))));
+            BwrapMessages.Error(inv.RunsSelf ? BwrapSelf.Explain(message, inv.Program!) : message);
             return 1;
         }
         await using (process)
@@ -138,6 +139,7 @@ internal static class BwrapCommand
         public Namespaces Namespaces { get; set; }
         public bool DieWithParent { get; set; }
         public List<(string Source, string Dest)> Binds { get; set; } = [];
+        public bool RunsSelf { get; set; } // the program /proc/self/exe: isolate itself (BwrapSelf.cs)
     }
 
 
@@ -383,6 +385,13 @@ internal static class BwrapCommand
         {
             inv.Arguments.Add(rest.Value);
             queue.RemoveFirst();
+        }
+        // /proc/self/exe is bwrap itself in bwrap's sandbox: here, isolate itself in bwrap mode (BwrapSelf.cs).
+        if (BwrapSelf.Resolve(inv.Program, argv0, inv.Arguments) is var (self, selfArgv0, selfArguments))
+        {
+            (inv.Program, argv0, inv.RunsSelf) = (self, selfArgv0, true);
+            inv.Arguments.Clear();
+            inv.Arguments.AddRange(selfArguments);
         }
 
         // --userns, --userns2, --pidns: bwrap's rules, and --uid/--gid taken for a joined user namespace (BwrapJoins.cs).

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#define ISO_ABI_VERSION 4
+#define ISO_ABI_VERSION 5
 
 /* Kinds of mount-plan operation, executed in order in the child's new mount namespace. Paths are host
  * paths, or with ISO_OPF_IN_ROOT paths inside the root ISO_OP_OPEN_ROOT opened (resolved with openat2
@@ -338,7 +338,7 @@ extern "C" {
 
 /* Host side (managed callers, parent.c). All return -errno on failure unless stated. */
 int IsolationNative_AbiVersion(void);
-int IsolationNative_StartHelper(const char *path, int *channel, int *pid, int *pidfd);
+int IsolationNative_StartHelper(const char *path, int *channel, int *pid, int *pidfd, int *null_errno);
 int IsolationNative_ReapHelper(int pidfd);
 int IsolationNative_Identity(uint64_t out[6]);
 int IsolationNative_DefineSpec(int channel, uint32_t spec_id, const struct iso_spawn_request *tmpl,

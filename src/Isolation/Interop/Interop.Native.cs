@@ -6,7 +6,7 @@ namespace Isolation.Interop;
 internal static unsafe partial class Interop
 {
     internal const string NativeLibrary = "libIsolationNative";
-    internal const int AbiVersion = 4;
+    internal const int AbiVersion = 5;
 
     internal const uint ISO_SPAWN_SET_IDS = 0x1;
     internal const uint ISO_SPAWN_NEW_SESSION = 0x2;
@@ -197,9 +197,9 @@ internal static unsafe partial class Interop
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_AbiVersion")]
     internal static partial int IsolationNative_AbiVersion();
 
-    /// <returns>0 with the host's end of the helper's channel (close-on-exec, at 3 or above) and the helper's pid; -errno when it could not be started in any of the three ways (directly, through its ELF interpreter, from a memfd): the first failure.</returns>
+    /// <returns>0 with the host's end of the helper's channel (close-on-exec, at 3 or above), the helper's pid and pidfd, and in <paramref name="nullErrno"/> 0 when the helper's stdio is /dev/null or the errno that opening /dev/null failed with (its stdio is then closed pipes, never to be given to a sandbox); -errno when it could not be started in any of the three ways (directly, through its ELF interpreter, from a memfd): the first failure.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_StartHelper")]
-    internal static partial int IsolationNative_StartHelper(byte* path, int* channel, int* pid, int* pidfd);
+    internal static partial int IsolationNative_StartHelper(byte* path, int* channel, int* pid, int* pidfd, int* nullErrno);
 
     /// <returns>0 with the calling thread's euid, egid, permitted capabilities and user, mount and PID namespace inodes in <paramref name="identity"/>[0..5]; -errno otherwise.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_Identity")]
