@@ -89,9 +89,13 @@ internal static class BwrapCommand
             return 1;
         }
 
-        // bwrap waits on these before it sets the sandbox up; we wait before starting it.
-        foreach (int fd in inv.BlockFds)
-            WaitForData(fd);
+        // bwrap waits on these before it sets the sandbox up; we wait before starting it. Each keeps only its
+        // last FD, as bwrap's does: an earlier --block-fd is never read.
+        foreach (int? fd in (int?[])[inv.UsernsBlockFd, inv.BlockFd])
+        {
+            if (fd is int blockFd)
+                WaitForData(blockFd);
+        }
 
         // bwrap --die-with-parent: isolate too dies with the process that started it (and the sandbox with isolate).
         if (inv.DieWithParent && !BwrapHostSide.DieWithParent())
@@ -134,7 +138,8 @@ internal static class BwrapCommand
         public int? InfoFd { get; set; }
         public int? JsonStatusFd { get; set; }
         public int? SyncFd { get; set; }
-        public List<int> BlockFds { get; } = [];
+        public int? BlockFd { get; set; }
+        public int? UsernsBlockFd { get; set; }
         public Namespaces Namespaces { get; set; }
         public bool DieWithParent { get; set; }
         public List<(string Source, string Dest)> Binds { get; set; } = [];
@@ -255,8 +260,8 @@ internal static class BwrapCommand
                 case "--info-fd": inv.InfoFd = Fd(Next(option), option); break;
                 case "--json-status-fd": inv.JsonStatusFd = Fd(Next(option), option); break;
                 case "--sync-fd": inv.SyncFd = Fd(Next(option), option); break;
-                case "--block-fd": inv.BlockFds.Add(Fd(Next(option), option)); break;
-                case "--userns-block-fd": inv.BlockFds.Add(Fd(Next(option), option)); break;
+                case "--block-fd": inv.BlockFd = Fd(Next(option), option); break;
+                case "--userns-block-fd": inv.UsernsBlockFd = Fd(Next(option), option); break;
                 case "--lock-file":
                 {
                     // bwrap holds a lock on DEST for the sandbox's lifetime: we take it on the host file it names.
