@@ -198,6 +198,30 @@ public sealed class BwrapUsageTests
     }
 
     [Theory]
+    [InlineData("--bind /tmp /etc/hostname/x", "Can't create mount point /etc/hostname/x: Not a directory")]
+    [InlineData("--bind /tmp/isolation-no-such-source /mnt", "Can't find source path /tmp/isolation-no-such-source: No such file or directory")]
+    [InlineData("--dir /usr/isolation-x", "Can't mkdir /usr/isolation-x: Read-only file system")]
+    [InlineData("--file 3 /usr/isolation-x", "Can't create file at /usr/isolation-x: Read-only file system")]
+    [InlineData("--ro-bind-data 3 /usr/isolation-x", "Can't create file at /usr/isolation-x: Read-only file system")]
+    [InlineData("--symlink x /usr/isolation-x", "Can't make symlink at /usr/isolation-x: Read-only file system")]
+    [InlineData("--chmod 0755 /isolation-nonexistent", "Can't chmod 0755 /isolation-nonexistent: No such file or directory")] // bwrap 0.11.1's words
+    [InlineData("--remount-ro /isolation-nonexistent", "Can't remount readonly on /isolation-nonexistent: No such file or directory")]
+    [InlineData("--tmpfs /etc/hostname", "Can't mount tmpfs on /etc/hostname: Not a directory")]
+    [InlineData("--unshare-pid --proc /etc/hostname", "Can't mount proc on /etc/hostname: Not a directory")]
+    [InlineData("--dev /etc/hostname", "Can't mount tmpfs on /etc/hostname: Not a directory")]
+    [InlineData("--overlay-src /tmp --tmp-overlay /etc/hostname", "Can't make overlay mount on /etc/hostname: Not a directory")]
+    [InlineData("--chdir /isolation-nonexistent", "chdir /isolation-nonexistent: No such file or directory")]
+    public void Each_kind_of_failed_setup_step_is_told_in_bwraps_words(string options, string message)
+    {
+        Host.RequireRoot();
+        RequireIsolate();
+
+        var r = Run(Isolate + " bwrap", $"--ro-bind / / {options} /bin/true 3</etc/hostname", unprivileged: false);
+
+        Assert.Equal((1, $"bwrap: {message}\n"), (r.Code, r.Stderr));
+    }
+
+    [Theory]
     [InlineData(false)]
     [InlineData(true)]
     public void Bind_fd_binds_the_directory_an_open_descriptor_refers_to_and_ro_bind_fd_read_only(bool unprivileged)
