@@ -49,16 +49,24 @@ public sealed class IsolateUnshareTests
     [InlineData("--map-r|--fo|--pid|--mount-p|sh|-c|echo $$; cat /proc/1/comm")]
     [InlineData("--propagation|private|-rm|findmnt|-no|PROPAGATION|/")]
     [InlineData("-r|-|id")] // "-" alone is the program, not an option
-    public async Task As_root_isolate_unshare_prints_and_exits_like_util_linux_unshare(string commandLine)
+    public async Task As_root_isolate_unshare_prints_and_exits_like_util_linux_unshare(string commandLine) =>
+        await AssertSameExitAndStdoutAsRootAsync(commandLine);
+
+    /// <summary>Runs both as root; the exit codes and standard outputs must be the same.</summary>
+    private static async Task<(Outcome Unshare, Outcome Isolate)> AssertSameExitAndStdoutAsRootAsync(string commandLine)
     {
         RequireRootAndUnshare();
-        string[] args = commandLine.Split('|');
 
-        (Outcome expected, Outcome actual) = await RunBothAsync(args, unprivileged: false);
+        (Outcome expected, Outcome actual) = await RunBothAsync(commandLine.Split('|'), unprivileged: false);
 
         Assert.Equal(expected.ExitCode, actual.ExitCode);
         Assert.Equal(expected.Stdout, actual.Stdout);
+        return (expected, actual);
     }
+
+    /// <summary>getopt names unshare by its argv[0] (here its path), isolate itself "isolate unshare": both as "unshare".</summary>
+    private static string Named(string stderr) =>
+        stderr.Replace(Unshare + ":", "unshare:", StringComparison.Ordinal).Replace("isolate unshare", "unshare", StringComparison.Ordinal);
 
     [Theory]
     [InlineData("-x")] // an unknown short option
@@ -82,8 +90,7 @@ public sealed class IsolateUnshareTests
 
         Assert.Equal(1, expected.ExitCode);
         Assert.Equal(expected.ExitCode, actual.ExitCode);
-        // getopt names unshare by its argv[0] (here its path); isolate names itself "isolate unshare".
-        Assert.Equal(expected.Stderr.Replace(Unshare + ":", "unshare:", StringComparison.Ordinal), actual.Stderr.Replace("isolate unshare", "unshare", StringComparison.Ordinal));
+        Assert.Equal(Named(expected.Stderr), Named(actual.Stderr));
         Assert.Equal("", actual.Stdout);
     }
 
@@ -110,14 +117,9 @@ public sealed class IsolateUnshareTests
     [InlineData("--untr|true")] // unrecognized (not --untrusted)
     public async Task Long_option_abbreviations_mean_what_they_mean_to_util_linux_unshare(string commandLine)
     {
-        RequireRootAndUnshare();
-        string[] args = commandLine.Split('|');
+        (Outcome expected, Outcome actual) = await AssertSameExitAndStdoutAsRootAsync(commandLine);
 
-        (Outcome expected, Outcome actual) = await RunBothAsync(args, unprivileged: false);
-
-        Assert.Equal(expected.ExitCode, actual.ExitCode);
-        Assert.Equal(expected.Stdout, actual.Stdout);
-        Assert.Equal(expected.Stderr.Replace(Unshare + ":", "unshare:", StringComparison.Ordinal), actual.Stderr.Replace("isolate unshare", "unshare", StringComparison.Ordinal));
+        Assert.Equal(Named(expected.Stderr), Named(actual.Stderr));
     }
 
     [Fact]
