@@ -89,9 +89,13 @@ internal static class BwrapCommand
             return 1;
         }
 
-        // bwrap waits on these before it sets the sandbox up; we wait before starting it.
-        foreach (int fd in inv.BlockFds)
-            WaitForData(fd);
+        // bwrap waits on these before it sets the sandbox up; we wait before starting it. Each keeps only its
+        // last FD, as bwrap's does: an earlier --block-fd is never read.
+        foreach (int? fd in (int?[])[inv.UsernsBlockFd, inv.BlockFd])
+        {
+            if (fd is int blockFd)
+                WaitForData(blockFd);
+        }
 
         // bwrap --die-with-parent: isolate too dies with the process that started it (and the sandbox with isolate).
         if (inv.DieWithParent && !BwrapHostSide.DieWithParent())
@@ -104,7 +108,8 @@ internal static class BwrapCommand
         }
         catch (SandboxSetupException e)
         {
-            BwrapMessages.Error(BwrapMessages.SetupFailed(e, inv.Namespaces.HasFlag(Namespaces.User), path => InsideCwd(path, inv.Binds.ConvertAll(b => (b.Dest, b.Source)))));
+            string message = BwrapMessages.SetupFailed(e, inv.Namespaces.HasFlag(Namespaces.User), inv.MountCalls, path => InsideCwd(path, inv.Binds.ConvertAll(b => (b.Dest, b.Source))));
+            BwrapMessages.Error(inv.RunsSelf ? BwrapSelf.Explain(message, inv.Program!) : message);
             return 1;
         }
         await using (process)
@@ -134,17 +139,21 @@ internal static class BwrapCommand
         public int? InfoFd { get; set; }
         public int? JsonStatusFd { get; set; }
         public int? SyncFd { get; set; }
-        public List<int> BlockFds { get; } = [];
+        public int? BlockFd { get; set; }
+        public int? UsernsBlockFd { get; set; }
         public Namespaces Namespaces { get; set; }
         public bool DieWithParent { get; set; }
         public List<(string Source, string Dest)> Binds { get; set; } = [];
+        public bool RunsSelf { get; set; } // the program /proc/self/exe: isolate itself (BwrapSelf.cs)
+        public BwrapMountCalls MountCalls { get; } = new();
     }
 
 
     private static Invocation Parse(string[] commandLine)
     {
         var inv = new Invocation();
-        var ops = new List<Action<MountPlanBuilder>>();
+        var ops = new List<Action<MountPlanBuilder>>(); // each notes its builder calls in calls, for setup failures' words
+        BwrapMountCalls calls = inv.MountCalls;
         var binds = new List<(string Source, string Dest)>();
         var bindOps = new Dictionary<int, (string Source, string Dest)>(); // index in ops: for --untrusted's masks
         var procTargets = new List<string>();
@@ -182,7 +191,7 @@ internal static class BwrapCommand
             int parentMode = 0x1ED & ((mode & 0x38) == 0 ? ~0x28 : ~0) & ((mode & 0x7) == 0 ? ~0x5 : ~0);
             if (parentMode != 0x1ED)
                 foreach (string parent in ParentsOf(dest))
-                    ops.Add(m => m.Dir(parent, (UnixFileMode)parentMode));
+                    ops.Add(m => calls.Note(m, BwrapMountKind.Dir, parent).Dir(parent, (UnixFileMode)parentMode));
         }
 
         while (queue.First is { } node && inv.Program is null)
@@ -255,8 +264,8 @@ internal static class BwrapCommand
                 case "--info-fd": inv.InfoFd = Fd(Next(option), option); break;
                 case "--json-status-fd": inv.JsonStatusFd = Fd(Next(option), option); break;
                 case "--sync-fd": inv.SyncFd = Fd(Next(option), option); break;
-                case "--block-fd": inv.BlockFds.Add(Fd(Next(option), option)); break;
-                case "--userns-block-fd": inv.BlockFds.Add(Fd(Next(option), option)); break;
+                case "--block-fd": inv.BlockFd = Fd(Next(option), option); break;
+                case "--userns-block-fd": inv.UsernsBlockFd = Fd(Next(option), option); break;
                 case "--lock-file":
                 {
                     // bwrap holds a lock on DEST for the sandbox's lifetime: we take it on the host file it names.
@@ -279,7 +288,7 @@ internal static class BwrapCommand
                     string source = BwrapHostSide.PathOfDescriptor(fd, option);
                     binds.Add((source, dest));
                     bindOps[ops.Count] = (source, dest);
-                    ops.Add(option == "--ro-bind-fd" ? m => m.BindReadOnly(source, dest) : m => m.Bind(source, dest));
+                    ops.Add(option == "--ro-bind-fd" ? m => calls.Note(m, BwrapMountKind.Bind, dest, source).BindReadOnly(source, dest) : m => calls.Note(m, BwrapMountKind.Bind, dest, source).Bind(source, dest));
                     break;
                 }
                 case "--bind" or "--bind-try" or "--ro-bind" or "--ro-bind-try" or "--dev-bind" or "--dev-bind-try":
@@ -289,9 +298,9 @@ internal static class BwrapCommand
                     string source = Absolute(src);
                     binds.Add((source, dest));
                     bindOps[ops.Count] = (source, dest);
-                    ops.Add(option.StartsWith("--ro", StringComparison.Ordinal) ? m => m.BindReadOnly(source, dest, optional)
-                        : option.StartsWith("--dev", StringComparison.Ordinal) ? m => m.DevBind(source, dest, optional)
-                        : m => m.Bind(source, dest, optional: optional));
+                    ops.Add(option.StartsWith("--ro", StringComparison.Ordinal) ? m => calls.Note(m, BwrapMountKind.Bind, dest, source).BindReadOnly(source, dest, optional)
+                        : option.StartsWith("--dev", StringComparison.Ordinal) ? m => calls.Note(m, BwrapMountKind.Bind, dest, source).DevBind(source, dest, optional)
+                        : m => calls.Note(m, BwrapMountKind.Bind, dest, source).Bind(source, dest, optional: optional));
                     break;
                 }
                 case "--tmpfs":
@@ -301,7 +310,7 @@ internal static class BwrapCommand
                     Parents(dest, mode);
                     long? tmpfsSize = size;
                     size = null;
-                    ops.Add(m => m.Tmpfs(dest, tmpfsSize, (UnixFileMode)mode));
+                    ops.Add(m => calls.Note(m, BwrapMountKind.Mount, dest, "tmpfs").Tmpfs(dest, tmpfsSize, (UnixFileMode)mode));
                     break;
                 }
                 case "--proc":
@@ -316,25 +325,26 @@ internal static class BwrapCommand
                         .Select(k => dest.TrimEnd('/') + "/" + k)];
                     ops.Add(m =>
                     {
-                        MountPlanBuilder proc = ns.HasFlag(Namespaces.Pid) ? m.Proc(dest) : m.Bind("/proc", dest);
+                        MountPlanBuilder proc = ns.HasFlag(Namespaces.Pid) ? calls.Note(m, BwrapMountKind.Mount, dest, "proc").Proc(dest)
+                            : calls.Note(m, BwrapMountKind.Bind, dest, "/proc").Bind("/proc", dest);
                         if (!ns.HasFlag(Namespaces.User) && knobs.Length > 0)
-                            proc.ReadOnlyPaths(knobs);
+                            calls.Note(proc, BwrapMountKind.ReadOnly, dest).ReadOnlyPaths(knobs);
                     });
                     break;
                 }
-                case "--dev": { string dest = Next(option); ops.Add(m => m.Dev(dest)); break; }
-                case "--mqueue": { string dest = Next(option); ops.Add(m => m.Mqueue(dest)); break; }
+                case "--dev": { string dest = Next(option); ops.Add(m => calls.Note(m, BwrapMountKind.Dev, dest).Dev(dest)); break; }
+                case "--mqueue": { string dest = Next(option); ops.Add(m => calls.Note(m, BwrapMountKind.Mount, dest, "mqueue").Mqueue(dest)); break; }
                 case "--dir":
                 {
                     string dest = Next(option);
                     int mode = TakePerms(0x1ED);
                     Parents(dest, mode);
-                    ops.Add(m => m.Dir(dest, (UnixFileMode)mode));
+                    ops.Add(m => calls.Note(m, BwrapMountKind.Dir, dest).Dir(dest, (UnixFileMode)mode));
                     break;
                 }
-                case "--symlink": { string target = Next(option), dest = Next(option); ops.Add(m => m.Symlink(target, dest)); break; }
-                case "--chmod": { int mode = Octal(Next(option), option); string path = Next(option); ops.Add(m => m.Chmod(path, (UnixFileMode)mode)); break; }
-                case "--remount-ro": { string dest = Next(option); ops.Add(m => m.RemountReadOnly(dest)); break; }
+                case "--symlink": { string target = Next(option), dest = Next(option); ops.Add(m => calls.Note(m, BwrapMountKind.Symlink, dest).Symlink(target, dest)); break; }
+                case "--chmod": { int mode = Octal(Next(option), option); string path = Next(option); ops.Add(m => calls.Note(m, BwrapMountKind.Chmod, path, mode: mode).Chmod(path, (UnixFileMode)mode)); break; }
+                case "--remount-ro": { string dest = Next(option); ops.Add(m => calls.Note(m, BwrapMountKind.RemountReadOnly, dest).RemountReadOnly(dest)); break; }
                 case "--file" or "--bind-data" or "--ro-bind-data":
                 {
                     int fd = Fd(Next(option), option);
@@ -343,7 +353,9 @@ internal static class BwrapCommand
                     byte[] data = SandboxFlags.ReadAll(fd);
                     int mode = TakePerms(option == "--file" ? 0x1B6 /* 0666, as bwrap */ : 0x180 /* 0600 */);
                     Parents(dest, mode);
-                    ops.Add(option == "--ro-bind-data" ? m => m.File(dest, data, (UnixFileMode)mode).ReadOnlyPaths(dest) : m => m.File(dest, data, (UnixFileMode)mode));
+                    ops.Add(option == "--ro-bind-data"
+                        ? m => calls.Note(calls.Note(m, BwrapMountKind.File, dest).File(dest, data, (UnixFileMode)mode), BwrapMountKind.ReadOnly, dest).ReadOnlyPaths(dest)
+                        : m => calls.Note(m, BwrapMountKind.File, dest).File(dest, data, (UnixFileMode)mode));
                     break;
                 }
                 case "--overlay-src": overlaySources.Add(Absolute(Next(option))); break;
@@ -360,9 +372,9 @@ internal static class BwrapCommand
                     overlaySources.Clear();
                     ops.Add(option switch
                     {
-                        "--overlay" => m => m.Overlay(dest, layers, upper!, work!),
-                        "--tmp-overlay" => m => m.TmpOverlay(dest, layers),
-                        _ => m => m.ReadOnlyOverlay(dest, layers),
+                        "--overlay" => m => calls.Note(m, BwrapMountKind.Overlay, dest).Overlay(dest, layers, upper!, work!),
+                        "--tmp-overlay" => m => calls.Note(m, BwrapMountKind.Overlay, dest).TmpOverlay(dest, layers),
+                        _ => m => calls.Note(m, BwrapMountKind.Overlay, dest).ReadOnlyOverlay(dest, layers),
                     });
                     break;
                 }
@@ -383,6 +395,13 @@ internal static class BwrapCommand
         {
             inv.Arguments.Add(rest.Value);
             queue.RemoveFirst();
+        }
+        // /proc/self/exe is bwrap itself in bwrap's sandbox: here, isolate itself in bwrap mode (BwrapSelf.cs).
+        if (BwrapSelf.Resolve(inv.Program, argv0, inv.Arguments) is var (self, selfArgv0, selfArguments))
+        {
+            (inv.Program, argv0, inv.RunsSelf) = (self, selfArgv0, true);
+            inv.Arguments.Clear();
+            inv.Arguments.AddRange(selfArguments);
         }
 
         // --userns, --userns2, --pidns: bwrap's rules, and --uid/--gid taken for a joined user namespace (BwrapJoins.cs).
@@ -432,16 +451,19 @@ internal static class BwrapCommand
         b = b.WithMounts(m =>
         {
             m.EmptyRoot();
+            calls.Clear();
             for (int i = 0; i < ops.Count; i++)
             {
                 ops[i](m);
                 // A documented departure from bwrap: under --untrusted, the caller's runtime directories and
                 // daemon sockets are masked even where a bind (of / say) brings them in.
-                if (flags.Untrusted && bindOps.TryGetValue(i, out var bind))
-                    UntrustedCodePreset.MaskHostRuntimePaths(m, bind.Source, bind.Dest);
+                // It makes one call when the bind shows any of them.
+                if (flags.Untrusted && bindOps.TryGetValue(i, out var bind)
+                    && UntrustedCodePreset.HostRuntimePaths.Any(p => p.StartsWith(bind.Source.TrimEnd('/') + "/", StringComparison.Ordinal)))
+                    UntrustedCodePreset.MaskHostRuntimePaths(calls.Note(m, BwrapMountKind.Mask, bind.Dest), bind.Source, bind.Dest);
             }
             if (flags.Untrusted)
-                FreezeKernelKnobs(m, procTargets, bindOps.Values);
+                FreezeKernelKnobs(m, calls, procTargets, bindOps.Values);
         });
         if (hostname is not null)
             b = b.WithHostname(hostname);
@@ -483,13 +505,13 @@ internal static class BwrapCommand
     /// --untrusted: container engines' masked and read-only paths on every proc the command line mounts, and
     /// /proc and /sys read-only wherever a bind brings in the host's.
     /// </summary>
-    private static void FreezeKernelKnobs(MountPlanBuilder m, List<string> procTargets, IEnumerable<(string Source, string Dest)> binds)
+    private static void FreezeKernelKnobs(MountPlanBuilder m, BwrapMountCalls calls, List<string> procTargets, IEnumerable<(string Source, string Dest)> binds)
     {
         foreach (string proc in procTargets)
         {
             string p = proc.TrimEnd('/');
-            m.MaskPaths(MountPlanBuilder.DefaultMaskedPaths.Where(x => x.StartsWith("/proc/", StringComparison.Ordinal)).Select(x => p + x[5..]))
-                .ReadOnlyPaths(MountPlanBuilder.DefaultReadOnlyPaths.Select(x => p + x[5..]));
+            calls.Note(m, BwrapMountKind.Mask, p).MaskPaths(MountPlanBuilder.DefaultMaskedPaths.Where(x => x.StartsWith("/proc/", StringComparison.Ordinal)).Select(x => p + x[5..]));
+            calls.Note(m, BwrapMountKind.ReadOnly, p).ReadOnlyPaths(MountPlanBuilder.DefaultReadOnlyPaths.Select(x => p + x[5..]));
         }
         foreach ((string source, string dest) in binds)
         {
@@ -497,7 +519,7 @@ internal static class BwrapCommand
             foreach (string knob in (string[])["/proc", "/sys"])
             {
                 if (knob.StartsWith(s + "/", StringComparison.Ordinal))
-                    m.ReadOnlyPaths(d + knob[s.Length..]);
+                    calls.Note(m, BwrapMountKind.ReadOnly, d + knob[s.Length..]).ReadOnlyPaths(d + knob[s.Length..]);
             }
         }
     }

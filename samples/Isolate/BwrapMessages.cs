@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using System.Text.RegularExpressions;
 using Isolation;
 
 namespace Isolate;
@@ -22,67 +21,78 @@ internal static partial class BwrapMessages
 
     /// <summary>
     /// A sandbox that failed to start, in bwrap's words: "Can't find source path /x: No such file or directory",
-    /// "Can't make symlink at /a: existing destination is /b", "execvp /: Permission denied". The library's own
-    /// message names its builder calls ("mount #3") and hints in its API's terms; on this face both give way to
-    /// what the operation was on the command line. <paramref name="userNamespace"/>: the sandbox was to have one;
-    /// <paramref name="hostPath"/> finds a sandbox path's host path, where a bind shows one.
+    /// "Can't make symlink at /a: existing destination is /b", "execvp /: Permission denied". Told from the
+    /// exception's data (step, errno, path, the mount call it names and whether it was creating the target) and
+    /// what that call was on the command line (<paramref name="calls"/>), not from its message, which names the
+    /// library's builder calls ("mount #3") and hints in its API's terms. <paramref name="userNamespace"/>: the
+    /// sandbox was to have one; <paramref name="hostPath"/> finds a sandbox path's host path, where a bind shows one.
     /// </summary>
-    public static string SetupFailed(SandboxSetupException e, bool userNamespace, Func<string, string?> hostPath)
+    public static string SetupFailed(SandboxSetupException e, bool userNamespace, BwrapMountCalls calls, Func<string, string?> hostPath)
     {
         string error = Marshal.GetPInvokeErrorMessage(e.Errno);
-        string what = e.Message;
-        int end = e.Errno != 0 ? what.IndexOf($": {error} (", StringComparison.Ordinal) : -1;
-        if (end >= 0)
-            what = what[..end];
-        what = MountNumber().Replace(what, "");
-        if (e.Step == SetupStep.Exec && e.Path is { } program)
-            return $"execvp {program}: {error}";
-        if (e.Step == SetupStep.Clone)
+        switch (e.Step)
         {
-            return e.Errno switch
-            {
-                28 /* ENOSPC */ => "Creating new namespace failed: nesting depth or /proc/sys/user/max_*_namespaces exceeded (ENOSPC)",
-                1 /* EPERM */ when userNamespace && geteuid() != 0 =>
-                    "No permissions to create a new namespace, likely because the kernel does not allow non-privileged user namespaces.",
-                _ => $"Creating new namespace failed: {error}",
-            };
+            case SetupStep.Exec when e.Path is { } program:
+                return $"execvp {program}: {error}";
+            case SetupStep.Clone:
+                return e.Errno switch
+                {
+                    28 /* ENOSPC */ => "Creating new namespace failed: nesting depth or /proc/sys/user/max_*_namespaces exceeded (ENOSPC)",
+                    1 /* EPERM */ when userNamespace && geteuid() != 0 =>
+                        "No permissions to create a new namespace, likely because the kernel does not allow non-privileged user namespaces.",
+                    _ => $"Creating new namespace failed: {error}",
+                };
+            case SetupStep.Mount when calls.Find(e.MountIndex) is { } call:
+                // A symlink where another one is: bwrap names what that one points to instead of the errno.
+                if (call.Kind == BwrapMountKind.Symlink && e.Errno == 17 /* EEXIST */ && hostPath(call.Dest) is { } host && new FileInfo(host).LinkTarget is { } existing)
+                    return $"Can't make symlink at {call.Dest}: existing destination is {existing}";
+                return $"{MountFailed(call, e)}: {error}";
+            default:
+                return e.Errno != 0 ? $"{e.What}: {error}" : e.Message;
         }
-        if (e.Step != SetupStep.Mount)
-            return e.Errno != 0 ? $"{what}: {error}" : what;
-
-        bool creatingTarget = what.EndsWith(" (creating the target)", StringComparison.Ordinal);
-        if (Bind().Match(what) is { Success: true } bind)
-        {
-            string source = bind.Groups["source"].Value, target = bind.Groups["target"].Value;
-            return creatingTarget ? $"Can't create mount point {target}: {error}"
-                : e.Errno == 2 /* ENOENT */ ? $"Can't find source path {source}: {error}"
-                : $"Can't bind mount {source} on {target}: {error}";
-        }
-        if (Symlink().Match(what) is { Success: true } symlink)
-        {
-            string path = symlink.Groups["path"].Value;
-            string? existing = e.Errno == 17 /* EEXIST */ && hostPath(path) is { } host ? new FileInfo(host).LinkTarget : null;
-            return existing is not null ? $"Can't make symlink at {path}: existing destination is {existing}" : $"Can't make symlink at {path}: {error}";
-        }
-        string operation = what.Replace(" (creating the target)", "", StringComparison.Ordinal);
-        return operation switch
-        {
-            _ when operation.StartsWith("dir ", StringComparison.Ordinal) => $"Can't mkdir {operation[4..]}: {error}",
-            _ when operation.StartsWith("file ", StringComparison.Ordinal) => $"Can't create file at {operation[5..]}: {error}",
-            _ when operation.StartsWith("remount read-only ", StringComparison.Ordinal) => $"Can't remount readonly on {operation[18..]}: {error}",
-            _ when operation.StartsWith("read-only ", StringComparison.Ordinal) => $"Can't make {operation[10..]} read-only: {error}",
-            _ => $"Can't mount {operation}: {error}", // "tmpfs on /tmp", "proc on /proc", "overlay on /x (upper /u)"
-        };
     }
 
-    [GeneratedRegex(@"^mount #\d+: ")]
-    private static partial Regex MountNumber();
-
-    [GeneratedRegex(@"^(?:bind|ro-bind|dev-bind) (?<source>.+) on (?<target>[^ ]+)(?: \(.*\))?$")]
-    private static partial Regex Bind();
-
-    [GeneratedRegex(@"^symlink (?<path>.+) -> ")]
-    private static partial Regex Symlink();
+    /// <summary>bwrap's words for a failed mount call, before the errno's text.</summary>
+    private static string MountFailed(BwrapMountCall call, SandboxSetupException e)
+    {
+        string path = e.Path ?? call.Dest;
+        switch (call.Kind)
+        {
+            case BwrapMountKind.Bind:
+                return e.CreatingTarget ? $"Can't create mount point {call.Dest}"
+                    : e.Errno == 2 /* ENOENT */ ? $"Can't find source path {call.Source}"
+                    : $"Can't bind mount {call.Source} on {call.Dest}";
+            case BwrapMountKind.Symlink:
+                return $"Can't make symlink at {call.Dest}";
+            case BwrapMountKind.Mount:
+                return $"Can't mount {call.Source} on {call.Dest}";
+            case BwrapMountKind.Dev:
+                // bwrap's --dev: a tmpfs, its device nodes bound from the host, devpts, a tmpfs on shm, and links.
+                string node = path.StartsWith(call.Dest.TrimEnd('/') + "/", StringComparison.Ordinal) ? path[(call.Dest.TrimEnd('/').Length + 1)..] : "";
+                return node switch
+                {
+                    "" => $"Can't mount tmpfs on {path}",
+                    "pts" => $"Can't mount devpts on {path}",
+                    "shm" => $"Can't mount tmpfs on {path}",
+                    "null" or "zero" or "full" or "random" or "urandom" or "tty" => e.CreatingTarget ? $"Can't create file at {path}" : $"Can't bind mount /dev/{node} on {path}",
+                    _ => $"Can't create symlink {path}",
+                };
+            case BwrapMountKind.Dir:
+                return $"Can't mkdir {call.Dest}";
+            case BwrapMountKind.File:
+                return $"Can't create file at {call.Dest}";
+            case BwrapMountKind.Chmod:
+                return $"Can't chmod 0{Convert.ToString(call.Mode, 8)} {call.Dest}";
+            case BwrapMountKind.RemountReadOnly:
+                return $"Can't remount readonly on {call.Dest}";
+            case BwrapMountKind.Overlay:
+                return $"Can't make overlay mount on {call.Dest}";
+            case BwrapMountKind.ReadOnly:
+                return $"Can't make {path} read-only";
+            default:
+                return $"Can't mask {path}";
+        }
+    }
 
     [DllImport("libc")]
     private static extern uint geteuid();

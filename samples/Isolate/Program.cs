@@ -15,6 +15,8 @@ return args switch
     ["unshare", .. var rest] => await UnshareCommand.RunAsync(rest),
     ["bwrap", .. var rest] => await BwrapCommand.RunAsync(rest),
     ["probe", .. var rest] => ProbeCommand.Run(rest),
+    ["--version" or "-V", ..] => Version(),
+    ["--help" or "-h", ..] => Usage(help: true),
     _ => Usage(),
 };
 
@@ -33,12 +35,19 @@ static void PrepareSpawnHelper(string[] args)
     }
 }
 
-static int Usage()
+// isolate --help: the usage on stdout, 0; anything else it does not know: on stderr, 2.
+static int Usage(bool help = false)
 {
-    Console.Error.WriteLine("""
+    (help ? Console.Out : Console.Error).WriteLine("""
         usage: isolate unshare [options] [--] program [arguments...]   (util-linux unshare's options)
                isolate bwrap [options] [--] program [arguments...]     (bubblewrap's options)
         Run 'isolate unshare --help' or 'isolate bwrap --help' for the options of each.
         """);
-    return 2;
+    return help ? 0 : 2;
+}
+
+static int Version()
+{
+    Console.Out.WriteLine($"isolate {UnshareArguments.Version()}");
+    return 0;
 }

@@ -128,10 +128,11 @@ internal sealed class SandboxFlags
             b = b.WithCgroup(c => c.BestEffort());
         if (disableUserns)
             b = b.WithSecurity(s => s.DisableNestedUserNamespaces());
-        // With --disable-userns (or --untrusted) the kernel guarantees it; isolate cannot join an existing
-        // user namespace, so there is nothing else to assert against.
+        // With --disable-userns (or --untrusted) the kernel guarantees it. Without, the sandbox can create user
+        // namespaces, and bwrap, which tries unshare(CLONE_NEWUSER) in the sandbox after setup, fails with these
+        // words and 1; we fail the same before the sandbox starts.
         if (assertUsernsDisabled && !disableUserns && !Untrusted)
-            throw new SandboxFlagException("--assert-userns-disabled: nested user namespaces are not disabled; add --disable-userns");
+            throw new SandboxFlagException("creation of new user namespaces was not disabled as requested");
         return b;
     }
 

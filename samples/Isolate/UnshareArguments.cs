@@ -30,8 +30,9 @@ internal sealed class UnshareParse
 /// <summary>
 /// util-linux unshare's command line as glibc getopt_long reads it (option string "+fhVmuinpCTUrR:w:S:G:c"): bundled
 /// short options (<c>-Urpf</c>), a required value attached or next (<c>-S0</c>, <c>-S 0</c>, <c>--setuid=0</c>,
-/// <c>--setuid 0</c>), an optional value only attached (<c>--mount-proc=/proc</c>), long names abbreviated to any
-/// unique prefix, and options ending at the first word that is not one or at "--" (so <c>isolate unshare -r id -u</c>
+/// <c>--setuid 0</c>), an optional value only attached (<c>--mount-proc=/proc</c>), unshare's long names abbreviated
+/// to any prefix unique among unshare's own (isolate's options, such as <c>--untrusted</c>, take their full name, so
+/// that <c>--pi</c> is <c>--pid</c> as it is to unshare, not ambiguous with <c>--pids-max</c>), and options ending at the first word that is not one or at "--" (so <c>isolate unshare -r id -u</c>
 /// passes <c>-u</c> to id). Mistakes are reported in getopt's words.
 /// </summary>
 internal static class UnshareArguments
@@ -43,9 +44,10 @@ internal static class UnshareArguments
         Optional,
     }
 
-    private sealed record Spec(string Name, char Short, Value Value);
+    /// <summary>An option; <paramref name="Own"/>: isolate's, not unshare's (matched only by its full name).</summary>
+    private sealed record Spec(string Name, char Short, Value Value, bool Own = false);
 
-    /// <summary>unshare's long options in its own order (getopt lists ambiguous candidates in it), then isolate's.</summary>
+    /// <summary>util-linux 2.38 unshare's long options in its own order (getopt lists ambiguous candidates in it), then isolate's.</summary>
     private static readonly Spec[] s_options =
     [
         new("--help", 'h', Value.None), new("--version", 'V', Value.None),
@@ -60,11 +62,12 @@ internal static class UnshareArguments
         new(UnshareOptions.MapRootUser, 'r', Value.None), new(UnshareOptions.MapCurrentUser, 'c', Value.None),
         new(UnshareOptions.MapAuto, '\0', Value.None),
         new(UnshareOptions.Propagation, '\0', Value.Required), new(UnshareOptions.Setgroups, '\0', Value.Required),
+        new(UnshareOptions.KeepCaps, '\0', Value.None),
         new(UnshareOptions.SetUid, 'S', Value.Required), new(UnshareOptions.SetGid, 'G', Value.Required),
         new(UnshareOptions.Root, 'R', Value.Required), new(UnshareOptions.WorkingDirectory, 'w', Value.Required),
         new(UnshareOptions.Monotonic, '\0', Value.Required), new(UnshareOptions.Boottime, '\0', Value.Required),
-        new(UnshareOptions.Debug, 'v', Value.None),
-        .. SandboxFlags.Options.Select(o => new Spec(o.Key, '\0', o.Value ? Value.Required : Value.None)),
+        new(UnshareOptions.Debug, 'v', Value.None, Own: true),
+        .. SandboxFlags.Options.Select(o => new Spec(o.Key, '\0', o.Value ? Value.Required : Value.None, Own: true)),
     ];
 
     /// <summary>Namespace options, whose optional "=file" would persist the namespace (not supported here).</summary>
@@ -132,7 +135,9 @@ internal static class UnshareArguments
         Spec? spec = Array.Find(s_options, s => s.Name == name);
         if (spec is null)
         {
-            Spec[] candidates = Array.FindAll(s_options, s => s.Name.StartsWith(name, StringComparison.Ordinal));
+            // getopt_long's abbreviations, among unshare's options only: isolate's need their full name, so an
+            // abbreviation means to isolate what it means to unshare.
+            Spec[] candidates = Array.FindAll(s_options, s => !s.Own && s.Name.StartsWith(name, StringComparison.Ordinal));
             if (candidates.Length == 0)
                 throw new UnshareUsageException($"unrecognized option '{arg}'", tryHelp: true);
             if (candidates.Length > 1)
@@ -203,6 +208,7 @@ internal static class UnshareArguments
               --map-auto                                                           map users and groups automatically (implies --user)
               --propagation <slave|shared|private|unchanged>                       modify mount propagation in mount namespace
               --setgroups <allow|deny>                                             control the setgroups syscall in user namespaces
+              --keep-caps                                                          retain capabilities granted in user namespaces (not supported here)
               -R, --root <dir>                                                     run the command with root directory set to <dir> (pivot_root in a new mount namespace)
               -w, --wd <dir>                                                       change working directory to <dir>
               -S, --setuid <uid>                                                   set uid in entered namespace

@@ -32,6 +32,7 @@ internal static class UnshareOptions
     public const string MapAuto = "--map-auto";
     public const string Propagation = "--propagation";
     public const string Setgroups = "--setgroups";
+    public const string KeepCaps = "--keep-caps";
     public const string Root = "--root";
     public const string WorkingDirectory = "--wd";
     public const string SetUid = "--setuid";
@@ -58,6 +59,9 @@ internal static class UnshareOptions
         If(User, Namespaces.User);
         If(Cgroup, Namespaces.Cgroup);
         If(Time, Namespaces.Time);
+
+        if (r.Has(KeepCaps))
+            throw new UnshareUsageException($"{KeepCaps} is not supported: the library does not raise ambient capabilities for the program (with -r it is root of its user namespace and holds them all)");
 
         bool killChild = r.Has(KillChild);
         bool fork = r.Has(Fork) || killChild;
@@ -129,10 +133,11 @@ internal static class UnshareOptions
         };
         if (ns.HasFlag(Namespaces.Mount))
         {
-            string? absoluteProc = procMount is null ? null : root is null ? Path.GetFullPath(procMount) : InsideRoot(procMount);
+            string? absoluteProc = procMount is null or "" ? null : root is null ? Path.GetFullPath(procMount) : InsideRoot(procMount);
             // The library creates a missing mount target, which without a new root would leave a directory on
-            // the host; unshare fails instead, and so do we.
-            if (absoluteProc is not null && !Path.Exists(root is null ? absoluteProc : root.TrimEnd('/') + absoluteProc))
+            // the host; unshare fails instead, and so do we. An empty --mount-proc= is unshare's mount(2) of "":
+            // ENOENT, "mount  failed".
+            if (procMount == "" || absoluteProc is not null && !Path.Exists(root is null ? absoluteProc : root.TrimEnd('/') + absoluteProc))
                 throw new UnshareUsageException($"mount {procMount} failed: No such file or directory");
             b = b.WithMounts(m =>
             {
@@ -140,7 +145,7 @@ internal static class UnshareOptions
                 if (root is not null)
                     m.Root(root);
                 if (absoluteProc is not null)
-                    m.Proc(absoluteProc);
+                    m.Proc(absoluteProc, callerPidNamespace: !ns.HasFlag(Namespaces.Pid)); // without -p, unshare's proc shows its own PID namespace
             });
         }
 

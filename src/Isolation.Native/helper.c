@@ -2,7 +2,8 @@
  * helper.c: isolation-helper, the spawn helper (DESIGN.md §2, §3, §3a).
  *
  * A small single-threaded process, started by the host library once (IsolationNative_StartHelper) with its
- * channel on fd 3 and stdio on /dev/null. Every sandbox is its child: it forks them (a copy of this small
+ * channel on fd 3 and stdio on /dev/null (or closed pipes where /dev/null cannot be opened; the host then gives
+ * every sandbox stdio of its own). Every sandbox is its child: it forks them (a copy of this small
  * process, never of the .NET host), writes their id maps, releases them, tells the host when they have
  * exec'd, reaps them and reports their status. The host's memory, credentials, dumpable flag and descriptor
  * table are never touched by a sandbox's setup, and no exit status can be reaped by anyone else.

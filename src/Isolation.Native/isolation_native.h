@@ -338,9 +338,9 @@ extern "C" {
 
 /* Host side (managed callers, parent.c). All return -errno on failure unless stated. */
 int IsolationNative_AbiVersion(void);
-int IsolationNative_StartHelper(const char *path, int *channel, int *pid, int *pidfd);
+int IsolationNative_StartHelper(const char *path, int *channel, int *pid, int *pidfd, int *null_errno);
 void *IsolationNative_BeginStartHelper(const char *path);
-int IsolationNative_EndStartHelper(void *handle, int *channel, int *pid, int *pidfd);
+int IsolationNative_EndStartHelper(void *handle, int *channel, int *pid, int *pidfd, int *null_errno);
 int IsolationNative_ReapHelper(int pidfd);
 int IsolationNative_Identity(uint64_t out[6]);
 int IsolationNative_DefineSpec(int channel, uint32_t spec_id, const struct iso_spawn_request *tmpl,

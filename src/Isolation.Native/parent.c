@@ -82,9 +82,10 @@ static int elf_interpreter(const char *path, char *interp, size_t size)
     return rc;
 }
 
-/* posix_spawn with a clean slate: default signal dispositions and an empty mask, /dev/null on 0..2 and the
- * helper's end of the channel on fd 3 (dup2 clears its close-on-exec flag); the helper closes the rest. */
-static int spawn_clean(const char *file, char *const argv[], int helper_end, pid_t *pid)
+/* posix_spawn with a clean slate: default signal dispositions and an empty mask, stdio[0..2] on 0..2 and the
+ * helper's end of the channel on fd 3 (dup2 clears close-on-exec; every source is at 3 or above, and the stdio
+ * ones are used before 3 is replaced); the helper closes the rest. */
+static int spawn_clean(const char *file, char *const argv[], const int stdio[3], int helper_end, pid_t *pid)
 {
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
@@ -97,7 +98,7 @@ static int spawn_clean(const char *file, char *const argv[], int helper_end, pid
     posix_spawnattr_setsigdefault(&attr, &all);
     posix_spawnattr_setsigmask(&attr, &none);
     for (int fd = 0; fd < 3; fd++)
-        posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", O_RDWR, 0);
+        posix_spawn_file_actions_adddup2(&actions, stdio[fd], fd);
     posix_spawn_file_actions_adddup2(&actions, helper_end, ISO_HELPER_CHANNEL_FD);
     extern char **environ;
     int rc = posix_spawn(pid, file, &actions, &attr, argv, environ);
@@ -107,13 +108,64 @@ static int spawn_clean(const char *file, char *const argv[], int helper_end, pid
 }
 
 /*
+ * The helper's stdio (DESIGN.md §2, clean slate): /dev/null on 0..2. Where /dev/null cannot be opened (EACCES on
+ * a nodev mount, as inside a sandbox that binds the host's /dev without devices, bwrap's --bind / /; ENOENT
+ * without /dev), a pipe's read end whose write end is closed on 0 (reads see EOF) and a pipe's write end whose
+ * read end is closed on 1 and 2 (writes fail with EPIPE; the helper ignores SIGPIPE). These are the helper's
+ * alone: the host then sends every sandbox stdio of its own (StdioSet), so no two sandboxes share a pipe.
+ * *null_errno: 0 with /dev/null, else why it could not be opened. Returns 0 or -errno; close with close_stdio.
+ */
+static int helper_stdio(int stdio[3], int *null_errno)
+{
+    int null_fd = above_stdio(open("/dev/null", O_RDWR | O_CLOEXEC));
+    if (null_fd >= 0) {
+        *null_errno = 0;
+        stdio[0] = stdio[1] = stdio[2] = null_fd;
+        return 0;
+    }
+    *null_errno = errno;
+    int in[2], out[2];
+    if (pipe2(in, O_CLOEXEC) != 0)
+        return -errno;
+    if (pipe2(out, O_CLOEXEC) != 0) {
+        int err = errno;
+        close(in[0]);
+        close(in[1]);
+        return -err;
+    }
+    close(in[1]);
+    close(out[0]);
+    in[0] = above_stdio(in[0]);
+    out[1] = above_stdio(out[1]);
+    if (in[0] < 0 || out[1] < 0) {
+        int err = errno;
+        if (in[0] >= 0)
+            close(in[0]);
+        if (out[1] >= 0)
+            close(out[1]);
+        return -err;
+    }
+    stdio[0] = in[0];
+    stdio[1] = stdio[2] = out[1];
+    return 0;
+}
+
+static void close_stdio(const int stdio[3])
+{
+    close(stdio[0]);
+    if (stdio[1] != stdio[0])
+        close(stdio[1]);
+}
+
+/*
  * Host: starts the spawn helper at path and returns the host's end of its channel (close-on-exec, at 3 or
  * above), its pid and a pidfd of it (to reap it once it is gone). The executable runs directly; if its file cannot be executed (the execute bit got lost,
  * or a noexec mount), through its ELF interpreter, which only needs to read it; if that fails too, from a
  * copy (IsolationNative_OpenExecutable: a memfd, or an unnamed file where vm.memfd_noexec refuses executable
- * memfds). Returns 0 or the first -errno.
+ * memfds). Its stdio is /dev/null, or pipes where that cannot be opened (helper_stdio: *null_errno says why).
+ * Returns 0 or the first -errno.
  */
-EXPORT int IsolationNative_StartHelper(const char *path, int *channel, int *pid, int *pidfd)
+EXPORT int IsolationNative_StartHelper(const char *path, int *channel, int *pid, int *pidfd, int *null_errno)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
@@ -130,6 +182,13 @@ EXPORT int IsolationNative_StartHelper(const char *path, int *channel, int *pid,
             close(helper_end);
         return -err;
     }
+    int stdio[3] = { -1, -1, -1 };
+    int rc = helper_stdio(stdio, null_errno);
+    if (rc < 0) {
+        close(sv[0]);
+        close(helper_end);
+        return rc;
+    }
     pid_t child = -1;
     /* The helper keeps no capability this thread lacks: exec as root would hand it the full set again. */
     char caps[32];
@@ -139,20 +198,20 @@ EXPORT int IsolationNative_StartHelper(const char *path, int *channel, int *pid,
     syscall(SYS_capget, &header, data);
     snprintf(caps, sizeof caps, "%llx", (unsigned long long)data[1].permitted << 32 | data[0].permitted);
     char *direct[] = { "isolation-helper", caps, NULL };
-    int rc = spawn_clean(path, direct, helper_end, &child);
+    rc = spawn_clean(path, direct, stdio, helper_end, &child);
     if (rc == -EACCES || rc == -EPERM || rc == -ENOEXEC) {
         char interp[256];
         char *loader[] = { interp, (char *)path, caps, NULL };
         int first = rc;
         if (elf_interpreter(path, interp, sizeof interp) == 0)
-            rc = spawn_clean(interp, loader, helper_end, &child);
+            rc = spawn_clean(interp, loader, stdio, helper_end, &child);
         if (rc < 0) {
             int how;
             int mfd = IsolationNative_OpenExecutable(path, 0, &how);
             if (mfd >= 0) {
                 char fd_path[64];
                 snprintf(fd_path, sizeof fd_path, "/proc/self/fd/%d", mfd);
-                rc = spawn_clean(fd_path, direct, helper_end, &child);
+                rc = spawn_clean(fd_path, direct, stdio, helper_end, &child);
                 close(mfd);
             }
         }
@@ -160,6 +219,7 @@ EXPORT int IsolationNative_StartHelper(const char *path, int *channel, int *pid,
             rc = first;
     }
     close(helper_end);
+    close_stdio(stdio);
     if (rc < 0) {
         close(sv[0]);
         return rc;
@@ -177,14 +237,14 @@ EXPORT int IsolationNative_StartHelper(const char *path, int *channel, int *pid,
  * reads for the helper; it blocks every signal, so none meant for the runtime lands on it. */
 struct iso_helper_start {
     pthread_t thread;
-    int rc, channel, pid, pidfd;
+    int rc, channel, pid, pidfd, null_errno;
     char path[];
 };
 
 static void *start_helper_thread(void *arg)
 {
     struct iso_helper_start *s = arg;
-    s->rc = IsolationNative_StartHelper(s->path, &s->channel, &s->pid, &s->pidfd);
+    s->rc = IsolationNative_StartHelper(s->path, &s->channel, &s->pid, &s->pidfd, &s->null_errno);
     return NULL;
 }
 
@@ -210,7 +270,7 @@ EXPORT void *IsolationNative_BeginStartHelper(const char *path)
 }
 
 /* Waits for the start begun by IsolationNative_BeginStartHelper and frees its handle: what StartHelper returned. */
-EXPORT int IsolationNative_EndStartHelper(void *handle, int *channel, int *pid, int *pidfd)
+EXPORT int IsolationNative_EndStartHelper(void *handle, int *channel, int *pid, int *pidfd, int *null_errno)
 {
     struct iso_helper_start *s = handle;
     pthread_join(s->thread, NULL);
@@ -219,6 +279,7 @@ EXPORT int IsolationNative_EndStartHelper(void *handle, int *channel, int *pid, 
         *channel = s->channel;
         *pid = s->pid;
         *pidfd = s->pidfd;
+        *null_errno = s->null_errno;
     }
     free(s);
     return rc;

@@ -74,7 +74,10 @@ public sealed partial class IsolationSpec
                     _ => "",
                 };
                 string what = op.UserIndex > 0 ? $"mount #{op.UserIndex}: {op.Operation.Description}{sub}" : $"{op.Operation.Description}{sub}";
-                return new SandboxSetupException(SetupStep.Mount, what, errno, op.Operation.Target, error.detail == 1 && errno == EACCES ? TargetHint : MountHint(op.Operation, errno), op.UserIndex);
+                return new SandboxSetupException(SetupStep.Mount, what, errno, op.Operation.Target, error.detail == 1 && errno == EACCES ? TargetHint : MountHint(op.Operation, errno), op.UserIndex)
+                {
+                    CreatingTarget = error.detail == 1,
+                };
             }
             case SetupStep.Exec:
                 return new SandboxSetupException(step, $"exec {program}", errno, program, errno switch

@@ -125,7 +125,7 @@ public sealed unsafe partial class IsolationSpec
             // Step 1: the sandbox's new cgroup, limits written, before clone (IsolationSpec.Cgroups.cs).
             (cgroup, cgroupError) = CreateCgroup();
             nproc = NprocFallback(cgroup, cgroupError); // without the cgroup: RLIMIT_NPROC in place of pids.max, where it holds
-            stdio.Open(stdioChoice ?? new StdioChoice(_state.Stdin, _state.Stdout, _state.Stderr));
+            stdio.Open(stdioChoice ?? new StdioChoice(_state.Stdin, _state.Stdout, _state.Stderr), helper.HasNullDevice);
             int rc = IsolationNative_StatusSocket(&statusFd, &helperEnd);
             if (rc < 0)
                 throw new SandboxSetupException(SetupStep.SpawnHelper, "create the status socket of a spawn", -rc);

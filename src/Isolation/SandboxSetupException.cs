@@ -24,8 +24,11 @@ public sealed class SandboxSetupException : Exception
     /// <summary>The step that failed.</summary>
     public SetupStep Step { get; }
 
-    /// <summary>What was being done, as the message starts with it (without the errno and the hint).</summary>
-    internal string What { get; }
+    /// <summary>
+    /// What was being done, as the message starts with it, without the errno and the hint: <c>mount #3: bind /a on /b</c>,
+    /// <c>chdir /work</c>. For a program that tells failures in its own words and adds the errno itself.
+    /// </summary>
+    public string What { get; }
 
     /// <summary>The errno the kernel returned (0 when the failure was not a system call's).</summary>
     public int Errno { get; }
@@ -41,6 +44,13 @@ public sealed class SandboxSetupException : Exception
 
     /// <summary>For <see cref="SetupStep.Mount"/>: the 1-based number of the mount operation as written, else -1.</summary>
     public int MountIndex { get; }
+
+    /// <summary>
+    /// For <see cref="SetupStep.Mount"/>: the operation failed while creating its target (the missing directory or
+    /// file at <see cref="Path"/> to mount on), before it mounted anything; false when the mount itself (or a later
+    /// part of it) failed. A bind whose source is missing fails with ENOENT either way; this tells which path it was.
+    /// </summary>
+    public bool CreatingTarget { get; init; }
 
     private static string Format(string what, int errno, string? hint)
     {

@@ -19,7 +19,11 @@ public sealed class Stdio
     /// <summary>Share the caller's descriptor (the default).</summary>
     public static Stdio Inherit { get; } = new(StdioKind.Inherit);
 
-    /// <summary>Connect to <c>/dev/null</c>.</summary>
+    /// <summary>
+    /// Connect to <c>/dev/null</c>. Where it cannot be opened (a <c>nodev</c> /dev, as inside a sandbox that binds the
+    /// host's /dev without devices), a pipe of the sandbox's own that does the same: input at end of file, output
+    /// read and dropped by the host.
+    /// </summary>
     public static Stdio Null { get; } = new(StdioKind.Null);
 
     /// <summary>A pipe, exposed as a stream on <see cref="IsolatedProcess"/>.</summary>

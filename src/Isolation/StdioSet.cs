@@ -1,4 +1,5 @@
 using System.IO.Pipes;
+using System.Runtime.InteropServices;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
 using static Isolation.Interop.Interop;
@@ -10,7 +11,10 @@ namespace Isolation;
 /// The descriptors one start sends for stdio: the child's ends (sent to the spawn helper, dup'ed onto 0..2 in
 /// the child, closed here once sent) and the host's ends of pipes (handed to <see cref="IsolatedProcess"/> as
 /// streams). <see cref="Stdio.Null"/> sends nothing (the helper's own 0..2 are /dev/null); <see cref="Stdio.Inherit"/>
-/// sends this process's own descriptor, when it is open.
+/// sends this process's own descriptor, when it is open. A helper that could not open /dev/null (a nodev /dev, as
+/// inside a sandbox that binds the host's /dev without devices) has closed pipes on 0..2 that no sandbox may share:
+/// then every slot the helper's stdio would fill gets a pipe of this start's own instead, read at end of file for
+/// input, drained and dropped by the host for output (<see cref="Discard"/>), which is what /dev/null does.
 /// </summary>
 internal unsafe struct StdioSet : IDisposable
 {
@@ -25,11 +29,12 @@ internal unsafe struct StdioSet : IDisposable
 
     private bool _inherit0, _inherit1, _inherit2;
 
-    public void Open(StdioChoice choice)
+    /// <summary>Opens what <paramref name="choice"/> asks for; <paramref name="helperHasNull"/>: the helper's 0..2 are /dev/null.</summary>
+    public void Open(StdioChoice choice, bool helperHasNull = true)
     {
-        (_child0, _parent0) = OpenOne(choice.Input, 0);
-        (_child1, _parent1) = OpenOne(choice.Output, 1);
-        (_child2, _parent2) = OpenOne(choice.Error, 2);
+        (_child0, _parent0) = OpenOne(choice.Input, 0, helperHasNull);
+        (_child1, _parent1) = OpenOne(choice.Output, 1, helperHasNull);
+        (_child2, _parent2) = OpenOne(choice.Error, 2, helperHasNull);
         _inherit0 = choice.Input.Kind == Stdio.StdioKind.Inherit;
         _inherit1 = choice.Output.Kind == Stdio.StdioKind.Inherit;
         _inherit2 = choice.Error.Kind == Stdio.StdioKind.Inherit;
@@ -45,12 +50,13 @@ internal unsafe struct StdioSet : IDisposable
         return inherit && fcntl(which, F_GETFD) >= 0 ? which : -1; // ours to lend, not to close
     }
 
-    private static (int Child, int Parent) OpenOne(Stdio stdio, int which)
+    private static (int Child, int Parent) OpenOne(Stdio stdio, int which, bool helperHasNull)
     {
         switch (stdio.Kind)
         {
             case Stdio.StdioKind.Null:
-                return (-1, -1); // the helper's own 0..2 are /dev/null
+            case Stdio.StdioKind.Inherit when fcntl(which, F_GETFD) < 0: // ours is closed: the child gets /dev/null
+                return helperHasNull ? (-1, -1) : (NullSubstitute(which), -1); // else the helper's own 0..2 are /dev/null
             case Stdio.StdioKind.File:
                 int flags = which == 0 ? O_RDONLY | O_CLOEXEC : O_WRONLY | O_CREAT | O_CLOEXEC | (stdio.Append ? O_APPEND : O_TRUNC);
                 return (OpenPath(stdio.Path!, flags, which), -1);
@@ -65,6 +71,45 @@ internal unsafe struct StdioSet : IDisposable
                 return (-1, -1);
         }
     }
+
+    /// <summary>
+    /// The child's end of a pipe of its own in place of /dev/null: for input a read end whose write end is closed
+    /// (end of file at once), for output a write end whose read end the host drains and drops.
+    /// </summary>
+    private static int NullSubstitute(int which)
+    {
+        int* fds = stackalloc int[2];
+        if (pipe2(fds, O_CLOEXEC) != 0)
+            throw new SandboxSetupException(SetupStep.OpenStdio, $"create a pipe for {Name(which)} in place of /dev/null", errno);
+        if (which == 0)
+        {
+            close(fds[1]);
+            return AboveStdio(fds[0]);
+        }
+        int child;
+        try
+        {
+            child = AboveStdio(fds[1]);
+        }
+        catch
+        {
+            close(fds[0]);
+            throw;
+        }
+        Discard(AboveStdio(fds[0]));
+        return child;
+    }
+
+    /// <summary>Reads and drops what arrives on <paramref name="fd"/>, on a thread of its own, until every writer is gone; then closes it.</summary>
+    private static void Discard(int fd) => Task.Factory.StartNew(static state =>
+    {
+        int fd = (int)state!;
+        byte* buffer = stackalloc byte[16 * 1024];
+        while (read_fd(fd, buffer, 16 * 1024) is var got && (got > 0 || (got < 0 && Marshal.GetLastPInvokeError() == EINTR)))
+        {
+        }
+        close(fd);
+    }, fd, CancellationToken.None, TaskCreationOptions.LongRunning | TaskCreationOptions.DenyChildAttach, TaskScheduler.Default);
 
     private static int OpenPath(string path, int flags, int which)
     {

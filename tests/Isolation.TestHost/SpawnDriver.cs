@@ -118,6 +118,8 @@ internal static class SpawnDriver
                 "--untrusted" => Isolation.Security.UntrustedCodePreset.Apply(b),
                 "--setenv" => b.WithEnvironment(e => e.Set(options[i + 1], options[(i += 2)])),
                 "--stdin-file" => b.WithStandardInput(Stdio.File(Next())),
+                "--stdin-null" => b.WithStandardInput(Stdio.Null),
+                "--stderr-null" => b.WithStandardError(Stdio.Null),
                 "--cap-drop" => b.WithSecurity(s => s.DropCapabilities(Next())),
                 "--cap-add" => b.WithSecurity(s => s.AddCapabilities(Next())),
                 "--no-new-privs" => b.WithSecurity(s => s.NoNewPrivileges()),

@@ -197,9 +197,9 @@ internal static unsafe partial class Interop
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_AbiVersion")]
     internal static partial int IsolationNative_AbiVersion();
 
-    /// <returns>0 with the host's end of the helper's channel (close-on-exec, at 3 or above) and the helper's pid; -errno when it could not be started in any of the three ways (directly, through its ELF interpreter, from a memfd): the first failure.</returns>
+    /// <returns>0 with the host's end of the helper's channel (close-on-exec, at 3 or above), the helper's pid and pidfd, and in <paramref name="nullErrno"/> 0 when the helper's stdio is /dev/null or the errno that opening /dev/null failed with (its stdio is then closed pipes, never to be given to a sandbox); -errno when it could not be started in any of the three ways (directly, through its ELF interpreter, from a memfd): the first failure.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_StartHelper")]
-    internal static partial int IsolationNative_StartHelper(byte* path, int* channel, int* pid, int* pidfd);
+    internal static partial int IsolationNative_StartHelper(byte* path, int* channel, int* pid, int* pidfd, int* nullErrno);
 
     /// <returns>A handle of a helper start running on a thread of the shim's (<see cref="IsolationNative_EndStartHelper"/> takes it); 0 (errno set) when no thread could be made.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_BeginStartHelper", SetLastError = true)]
@@ -207,7 +207,7 @@ internal static unsafe partial class Interop
 
     /// <returns>Waits for the start behind <paramref name="handle"/> and frees it: what <see cref="IsolationNative_StartHelper"/> returned.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_EndStartHelper")]
-    internal static partial int IsolationNative_EndStartHelper(nint handle, int* channel, int* pid, int* pidfd);
+    internal static partial int IsolationNative_EndStartHelper(nint handle, int* channel, int* pid, int* pidfd, int* nullErrno);
 
     /// <returns>0 with the calling thread's euid, egid, permitted capabilities and user, mount and PID namespace inodes in <paramref name="identity"/>[0..5]; -errno otherwise.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_Identity")]

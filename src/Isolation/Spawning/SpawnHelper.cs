@@ -33,16 +33,23 @@ internal sealed unsafe class SpawnHelper
     private volatile bool _gone;
     private int _inFlight; // starts handed to this helper and not yet answered
 
-    private SpawnHelper(int channel, int pid, int pidfd, Identity identity)
+    private SpawnHelper(int channel, int pid, int pidfd, bool hasNullDevice, Identity identity)
     {
         _channel = channel;
         _pidfd = pidfd;
         ProcessId = pid;
+        HasNullDevice = hasNullDevice;
         _identity = identity;
     }
 
     /// <summary>The helper's process id.</summary>
     public int ProcessId { get; }
+
+    /// <summary>
+    /// Whether the helper's stdio is /dev/null, which a sandbox may inherit. When /dev/null could not be opened
+    /// (a nodev /dev) it is closed pipes of the helper's own, and each start sends stdio of its own (StdioSet).
+    /// </summary>
+    public bool HasNullDevice { get; }
 
     /// <summary>Whether the helper has gone (its channel or a status socket reached EOF).</summary>
     public bool IsGone => _gone;
@@ -124,9 +131,9 @@ internal sealed unsafe class SpawnHelper
         if (prepared == 0)
             return;
         s_prepared = 0;
-        int channel, pid, pidfd;
-        if (IsolationNative_EndStartHelper(prepared, &channel, &pid, &pidfd) == 0)
-            Volatile.Write(ref s_pool, Grown(s_pool, s_preparedIdentity, new SpawnHelper(channel, pid, pidfd, s_preparedIdentity)));
+        int channel, pid, pidfd, nullErrno;
+        if (IsolationNative_EndStartHelper(prepared, &channel, &pid, &pidfd, &nullErrno) == 0)
+            Volatile.Write(ref s_pool, Grown(s_pool, s_preparedIdentity, new SpawnHelper(channel, pid, pidfd, hasNullDevice: nullErrno == 0, s_preparedIdentity)));
     }
 
     /// <summary>
@@ -169,14 +176,14 @@ internal sealed unsafe class SpawnHelper
     internal static SpawnHelper Start(string path)
     {
         byte[] bytes = Encoding.UTF8.GetBytes(path + "\0");
-        int channel, pid, pidfd, rc;
+        int channel, pid, pidfd, nullErrno, rc;
         fixed (byte* p = bytes)
-            rc = IsolationNative_StartHelper(p, &channel, &pid, &pidfd);
+            rc = IsolationNative_StartHelper(p, &channel, &pid, &pidfd, &nullErrno);
         if (rc < 0)
             throw new SandboxSetupException(SetupStep.StartHelper, $"start the spawn helper {path}", -rc, path,
                 -rc == ENOENT ? "the helper ships beside libIsolationNative.so (runtimes/<rid>/native/); reinstall the package or rebuild"
                 : "it was tried directly, through its ELF interpreter and from a memfd; check that the file is readable and that the kernel allows executing it (noexec mounts, vm.memfd_noexec)");
-        return new SpawnHelper(channel, pid, pidfd, Identity.OfThisThread());
+        return new SpawnHelper(channel, pid, pidfd, hasNullDevice: nullErrno == 0, Identity.OfThisThread());
     }
 
     /// <summary>Tests: closes the channel; the helper kills its sandboxes and exits, as when the host dies.</summary>

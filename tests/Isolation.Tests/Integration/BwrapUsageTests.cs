@@ -69,6 +69,52 @@ public sealed class BwrapUsageTests
         Assert.Equal($"bwrap: {message}\n", r.Stderr);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Assert_userns_disabled_without_disable_userns_fails_in_bwraps_words_and_with_it_runs(bool unprivileged)
+    {
+        string isolate = IsolateAs(unprivileged);
+        Assert.SkipUnless(File.Exists("/usr/bin/bwrap"), "needs bubblewrap (/usr/bin/bwrap) to compare with");
+
+        foreach (string commandLine in (string[])["--ro-bind / / --assert-userns-disabled /bin/true", "--unshare-user --ro-bind / / --assert-userns-disabled /bin/true"])
+        {
+            var bwrap = Run("/usr/bin/bwrap", commandLine, unprivileged);
+            var ours = Run(isolate + " bwrap", commandLine, unprivileged);
+
+            Assert.Equal((1, "bwrap: creation of new user namespaces was not disabled as requested\n"), (bwrap.Code, bwrap.Stderr));
+            Assert.Equal((bwrap.Code, bwrap.Stderr), (ours.Code, ours.Stderr));
+        }
+        var disabled = Run(isolate + " bwrap", "--unshare-user --disable-userns --assert-userns-disabled --ro-bind / / /bin/echo ran", unprivileged);
+        Assert.Equal((0, "ran\n"), (disabled.Code, disabled.Stdout));
+    }
+
+    [Fact]
+    public void Of_two_block_fds_only_the_last_is_waited_on_as_bwrap_does()
+    {
+        Host.RequireRoot();
+        RequireIsolate();
+        Assert.SkipUnless(File.Exists("/usr/bin/bwrap"), "needs bubblewrap (/usr/bin/bwrap) to compare with");
+        string dir = BusyboxRoot.NewTempDirectory("isolation-bwrap-blockfd-");
+        try
+        {
+            // FD 5 never has data (we hold its fifo's write end ourselves); FD 6 has. Waiting on 5 would never end.
+            string fifo = Path.Combine(dir, "fifo");
+            Assert.Equal(0, Run("/usr/bin/mkfifo", fifo, unprivileged: false).Code);
+            string commandLine = $"--block-fd 5 --block-fd 6 --ro-bind / / /bin/echo ran 5<>{fifo} 6< <(echo go)";
+
+            var bwrap = Run("timeout 20 /usr/bin/bwrap", commandLine, unprivileged: false);
+            var ours = Run("timeout 20 " + Isolate + " bwrap", commandLine, unprivileged: false);
+
+            Assert.Equal((0, "ran\n", "bwrap: Only the last --block-fd option will take effect\n"), (bwrap.Code, bwrap.Stdout, bwrap.Stderr));
+            Assert.Equal((bwrap.Code, bwrap.Stdout, bwrap.Stderr), (ours.Code, ours.Stdout, ours.Stderr));
+        }
+        finally
+        {
+            BusyboxRoot.DeleteTree(dir);
+        }
+    }
+
     [Fact]
     public void No_arguments_prints_the_usage_on_stderr_and_fails_and_help_prints_it_on_stdout()
     {
@@ -149,6 +195,30 @@ public sealed class BwrapUsageTests
         {
             BusyboxRoot.DeleteTree(dir);
         }
+    }
+
+    [Theory]
+    [InlineData("--bind /tmp /etc/hostname/x", "Can't create mount point /etc/hostname/x: Not a directory")]
+    [InlineData("--bind /tmp/isolation-no-such-source /mnt", "Can't find source path /tmp/isolation-no-such-source: No such file or directory")]
+    [InlineData("--dir /usr/isolation-x", "Can't mkdir /usr/isolation-x: Read-only file system")]
+    [InlineData("--file 3 /usr/isolation-x", "Can't create file at /usr/isolation-x: Read-only file system")]
+    [InlineData("--ro-bind-data 3 /usr/isolation-x", "Can't create file at /usr/isolation-x: Read-only file system")]
+    [InlineData("--symlink x /usr/isolation-x", "Can't make symlink at /usr/isolation-x: Read-only file system")]
+    [InlineData("--chmod 0755 /isolation-nonexistent", "Can't chmod 0755 /isolation-nonexistent: No such file or directory")] // bwrap 0.11.1's words
+    [InlineData("--remount-ro /isolation-nonexistent", "Can't remount readonly on /isolation-nonexistent: No such file or directory")]
+    [InlineData("--tmpfs /etc/hostname", "Can't mount tmpfs on /etc/hostname: Not a directory")]
+    [InlineData("--unshare-pid --proc /etc/hostname", "Can't mount proc on /etc/hostname: Not a directory")]
+    [InlineData("--dev /etc/hostname", "Can't mount tmpfs on /etc/hostname: Not a directory")]
+    [InlineData("--overlay-src /tmp --tmp-overlay /etc/hostname", "Can't make overlay mount on /etc/hostname: Not a directory")]
+    [InlineData("--chdir /isolation-nonexistent", "chdir /isolation-nonexistent: No such file or directory")]
+    public void Each_kind_of_failed_setup_step_is_told_in_bwraps_words(string options, string message)
+    {
+        Host.RequireRoot();
+        RequireIsolate();
+
+        var r = Run(Isolate + " bwrap", $"--ro-bind / / {options} /bin/true 3</etc/hostname", unprivileged: false);
+
+        Assert.Equal((1, $"bwrap: {message}\n"), (r.Code, r.Stderr));
     }
 
     [Theory]

@@ -32,6 +32,7 @@ public sealed class IsolateUnshareTests
     [InlineData("-Urpf|sh|-c|echo $$")] // bundled short options
     [InlineData("--kill-child|-rp|sh|-c|echo $$")] // --kill-child implies --fork
     [InlineData("-rpf|--mount-proc=/proc|sh|-c|cat /proc/1/comm; grep -c ' /proc proc ' /proc/self/mountinfo")]
+    [InlineData("--mount-proc|sh|-c|cat /proc/1/comm; grep -c ' /proc proc ' /proc/self/mountinfo")] // without -p: a proc of the caller's PID namespace
     [InlineData("-r|cat|/proc/self/uid_map|/proc/self/gid_map|/proc/self/setgroups")]
     [InlineData("-U|--setgroups=allow|cat|/proc/self/setgroups")]
     [InlineData("-u|sh|-c|hostname sandbox && hostname")]
@@ -48,16 +49,24 @@ public sealed class IsolateUnshareTests
     [InlineData("--map-r|--fo|--pid|--mount-p|sh|-c|echo $$; cat /proc/1/comm")]
     [InlineData("--propagation|private|-rm|findmnt|-no|PROPAGATION|/")]
     [InlineData("-r|-|id")] // "-" alone is the program, not an option
-    public async Task As_root_isolate_unshare_prints_and_exits_like_util_linux_unshare(string commandLine)
+    public async Task As_root_isolate_unshare_prints_and_exits_like_util_linux_unshare(string commandLine) =>
+        await AssertSameExitAndStdoutAsRootAsync(commandLine);
+
+    /// <summary>Runs both as root; the exit codes and standard outputs must be the same.</summary>
+    private static async Task<(Outcome Unshare, Outcome Isolate)> AssertSameExitAndStdoutAsRootAsync(string commandLine)
     {
         RequireRootAndUnshare();
-        string[] args = commandLine.Split('|');
 
-        (Outcome expected, Outcome actual) = await RunBothAsync(args, unprivileged: false);
+        (Outcome expected, Outcome actual) = await RunBothAsync(commandLine.Split('|'), unprivileged: false);
 
         Assert.Equal(expected.ExitCode, actual.ExitCode);
         Assert.Equal(expected.Stdout, actual.Stdout);
+        return (expected, actual);
     }
+
+    /// <summary>getopt names unshare by its argv[0] (here its path), isolate itself "isolate unshare": both as "unshare".</summary>
+    private static string Named(string stderr) =>
+        stderr.Replace(Unshare + ":", "unshare:", StringComparison.Ordinal).Replace("isolate unshare", "unshare", StringComparison.Ordinal);
 
     [Theory]
     [InlineData("-x")] // an unknown short option
@@ -81,9 +90,62 @@ public sealed class IsolateUnshareTests
 
         Assert.Equal(1, expected.ExitCode);
         Assert.Equal(expected.ExitCode, actual.ExitCode);
-        // getopt names unshare by its argv[0] (here its path); isolate names itself "isolate unshare".
-        Assert.Equal(expected.Stderr.Replace(Unshare + ":", "unshare:", StringComparison.Ordinal), actual.Stderr.Replace("isolate unshare", "unshare", StringComparison.Ordinal));
+        Assert.Equal(Named(expected.Stderr), Named(actual.Stderr));
         Assert.Equal("", actual.Stdout);
+    }
+
+    [Theory]
+    [InlineData("--pi|true")] // --pid: isolate's --pids-max takes no part in abbreviations
+    [InlineData("--c|true")] // --cgroup, not also --cpu-max, --cgroup-parent, --cap-add...
+    [InlineData("--cg|true")]
+    [InlineData("--n|true")] // --net, not also --no-new-privs
+    [InlineData("--t|true")] // --time, not also --timeout
+    [InlineData("--r=/|true")] // --root, not also --rlimit
+    [InlineData("--i|true")]
+    [InlineData("--f|true")]
+    [InlineData("--ti|true")]
+    [InlineData("--mount-p|true")]
+    [InlineData("--us|id|-u")]
+    [InlineData("--u|true")] // ambiguous: --uts, --user (and not --untrusted)
+    [InlineData("--p|true")] // ambiguous: --pid, --propagation (and not --pids-max)
+    [InlineData("--m|true")] // ambiguous, the candidates unshare's alone (not --memory-max)
+    [InlineData("--s|true")] // ambiguous: --setgroups, --setuid, --setgid (not --seccomp)
+    [InlineData("--k|true")] // ambiguous: --kill-child, --keep-caps
+    [InlineData("--a|true")] // unrecognized, as isolate's --add-seccomp-fd and --assert-userns-disabled need their full names
+    [InlineData("--d|true")] // unrecognized (not --debug, --disable-userns)
+    [InlineData("--pids|true")] // unrecognized (not --pids-max)
+    [InlineData("--untr|true")] // unrecognized (not --untrusted)
+    public async Task Long_option_abbreviations_mean_what_they_mean_to_util_linux_unshare(string commandLine)
+    {
+        (Outcome expected, Outcome actual) = await AssertSameExitAndStdoutAsRootAsync(commandLine);
+
+        Assert.Equal(Named(expected.Stderr), Named(actual.Stderr));
+    }
+
+    [Fact]
+    public async Task Isolate_s_own_options_still_work_by_their_full_names_and_keep_caps_is_recognized_but_refused()
+    {
+        Host.RequireRoot();
+
+        Outcome own = await RunAsync(Isolate, ["unshare", "--pids-max", "64", "--no-new-privs", "-rpf", "sh", "-c", "grep NoNewPrivs /proc/self/status"], unprivileged: false);
+        Outcome keepCaps = await RunAsync(Isolate, ["unshare", "--ke", "-r", "true"], unprivileged: false);
+
+        Assert.True(own.ExitCode == 0, own.Stderr);
+        Assert.Equal("NoNewPrivs:\t1\n", own.Stdout);
+        Assert.Equal(1, keepCaps.ExitCode);
+        Assert.StartsWith("isolate unshare: --keep-caps is not supported", keepCaps.Stderr);
+    }
+
+    [Fact]
+    public async Task An_empty_mount_proc_fails_with_util_linux_unshare_s_words_and_exit_code()
+    {
+        RequireRootAndUnshare();
+        string[] args = ["-rpf", "--mount-proc=", "true"];
+
+        (Outcome expected, Outcome actual) = await RunBothAsync(args, unprivileged: false);
+
+        Assert.Equal((1, "unshare: mount  failed: No such file or directory\n"), (expected.ExitCode, expected.Stderr));
+        Assert.Equal((1, "isolate unshare: mount  failed: No such file or directory\n"), (actual.ExitCode, actual.Stderr));
     }
 
     [Theory]

@@ -43,6 +43,23 @@ public sealed class MountFailureTests : IDisposable
         Assert.Contains("mount #3: bind /nonexistent/isolation-source on /data", e.Message);
         Assert.Equal("ENOENT", e.ErrnoName);
         Assert.Contains("optional", e.Hint);
+        Assert.False(e.CreatingTarget); // the source was missing: the bind itself failed
+        Assert.Equal("mount #3: bind /nonexistent/isolation-source on /data", e.What);
+    }
+
+    [Fact]
+    public async Task A_target_that_cannot_be_created_is_told_apart_from_a_failed_mount()
+    {
+        // The bind's target would be a directory under a file: making the mount point fails, before any mount.
+        string source = Temp();
+
+        var e = await Assert.ThrowsAsync<SandboxSetupException>(() => ShAsync(
+            InRoot(m => m.Tmpfs("/tmp").File("/tmp/file", "x").Bind(source, "/tmp/file/data")), "true"));
+
+        Assert.Equal((SetupStep.Mount, 3, "/tmp/file/data"), (e.Step, e.MountIndex, e.Path));
+        Assert.True(e.CreatingTarget);
+        Assert.Equal($"mount #3: bind {source} on /tmp/file/data (creating the target)", e.What);
+        Assert.StartsWith(e.What + ": ", e.Message);
     }
 
     [Fact]
