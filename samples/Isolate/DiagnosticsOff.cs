@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace Isolate;
@@ -16,10 +15,16 @@ internal static class DiagnosticsOff
     private const string Variable = "DOTNET_EnableDiagnostics";
     private const string Marker = "ISOLATE_DIAGNOSTICS_OFF"; // set by the re-exec: the variable was ours to add
 
+    /// <summary>
+    /// Whether this is the NativeAOT build: no host sets the trusted assemblies. (Not RuntimeFeature.IsDynamicCodeSupported:
+    /// PublishAot=true makes that false in the JIT build too.)
+    /// </summary>
+    private static readonly bool s_nativeAot = AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES") is null;
+
     public static void Ensure(string[] args)
     {
-        if (!RuntimeFeature.IsDynamicCodeSupported || AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES") is null)
-            return; // NativeAOT (a constant there; no host sets the assemblies): built with EnableDiagnostics=false, it has no server to turn off
+        if (s_nativeAot)
+            return; // built with EnableDiagnostics=false, it has no server to turn off
         if (Environment.GetEnvironmentVariable(Marker) == "1")
         {
             Environment.SetEnvironmentVariable(Marker, null);
@@ -42,8 +47,8 @@ internal static class DiagnosticsOff
     /// <summary>argv[0] as the process was started with (under the JIT host the runtime's own argument list replaces it with its path; NativeAOT keeps main's).</summary>
     public static string? ProgramName()
     {
-        if (!RuntimeFeature.IsDynamicCodeSupported)
-            return Environment.GetCommandLineArgs() is [{ Length: > 0 } argv0, ..] ? argv0 : null; // NativeAOT: main's own argv
+        if (s_nativeAot)
+            return Environment.GetCommandLineArgs() is [{ Length: > 0 } argv0, ..] ? argv0 : null; // main's own argv
         try
         {
             string cmdline = File.ReadAllText("/proc/self/cmdline");
