@@ -734,10 +734,17 @@ EXPORT int IsolationNative_LandlockAbi(void)
     return rc < 0 ? -errno : (int)rc;
 }
 
+/* The file the shim is in: the library, or the executable when an application links the shim in (samples/Isolate),
+ * where dladdr finds no name (a static executable has no link map; a dynamic one names itself ""). */
 EXPORT const char *IsolationNative_LibraryPath(void)
 {
     Dl_info info;
-    if (dladdr((void *)&IsolationNative_LibraryPath, &info) == 0 || info.dli_fname == NULL)
+    if (dladdr((void *)&IsolationNative_LibraryPath, &info) != 0 && info.dli_fname != NULL && info.dli_fname[0] != '\0')
+        return info.dli_fname;
+    static char exe[4096]; /* every caller writes the same bytes */
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
         return NULL;
-    return info.dli_fname;
+    exe[n] = '\0';
+    return exe;
 }

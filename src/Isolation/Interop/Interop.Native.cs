@@ -283,7 +283,7 @@ internal static unsafe partial class Interop
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_LandlockAbi")]
     internal static partial int IsolationNative_LandlockAbi();
 
-    /// <returns>The file the shim was loaded from, or null when dladdr cannot tell.</returns>
+    /// <returns>The file the shim is in: the library it was loaded from, or the executable that links it in; null when neither can be told.</returns>
     [LibraryImport(NativeLibrary, EntryPoint = "IsolationNative_LibraryPath")]
     internal static partial byte* IsolationNative_LibraryPath();
 }
