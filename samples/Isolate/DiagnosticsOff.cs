@@ -73,7 +73,11 @@ internal static class DiagnosticsOff
         {
             string stat = File.ReadAllText("/proc/self/stat");
             string startTime = stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[19];
-            File.Delete(Path.Join(Path.GetTempPath(), $"dotnet-diagnostic-{Environment.ProcessId}-{startTime}-socket"));
+            string tmp = Path.GetTempPath();
+            File.Delete(Path.Join(tmp, $"dotnet-diagnostic-{Environment.ProcessId}-{startTime}-socket"));
+            // The debugger transport's two pipes, named by the same pid and start time.
+            File.Delete(Path.Join(tmp, $"clr-debug-pipe-{Environment.ProcessId}-{startTime}-in"));
+            File.Delete(Path.Join(tmp, $"clr-debug-pipe-{Environment.ProcessId}-{startTime}-out"));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
