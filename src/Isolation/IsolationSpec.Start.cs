@@ -66,6 +66,7 @@ public sealed unsafe partial class IsolationSpec
                 throw new ArgumentException($"Argument '{argument.Replace("\0", "\\0")}' contains a NUL character; arguments cannot hold NUL.", nameof(arguments));
         }
         KernelLimits.CheckExecStrings(program, _state.Argv0 ?? program, arguments, _environment, _environmentBytes, _stackLimit);
+        using InFlightStart inFlight = EnterStart(); // throws once disposed; Dispose releases only after it (IsolationSpec.Lifetime.cs)
         long timestamp = IsolationTelemetry.StartTimestamp();
         Activity? activity = IsolationTelemetry.StartActivity(program);
         PrepareNprocFallback(); // before a helper is rented (IsolationSpec.Cgroups.cs)

@@ -16,7 +16,7 @@ public sealed partial class NamespaceBuilder
     /// </summary>
     /// <remarks>
     /// <para><see cref="Build"/> opens the path and checks that it is a namespace of that kind; the spec holds it open
-    /// for its lifetime, so every start joins the namespace that was there at <c>Build()</c>, even after the process that
+    /// for its lifetime (until <see cref="IsolationSpec.Dispose"/>, or until it is collected), so every start joins the namespace that was there at <c>Build()</c>, even after the process that
     /// held it has exited (a PID namespace whose init has exited takes no new process: <c>Start</c> then fails saying so).</para>
     /// <para>The joins happen before the sandbox's process is created, the user namespace first when the caller could not
     /// join the others without it (as <c>nsenter</c> does); the namespaces <see cref="WithNamespaces"/> creates are then

@@ -45,9 +45,9 @@ internal sealed record NamespaceJoin(Namespaces Kind, string? Path, SafeHandle? 
 /// always joins the namespace that was there at <c>Build()</c> — a holder that exits later, or a pid reused by another
 /// process, changes nothing (a PID namespace whose init has exited takes no new process, though: Start then says so).
 /// Each start sends the descriptors to the spawn helper (<c>ISO_FD_JOIN</c>), whose trampoline joins them before the
-/// child is created (child_join.c). Released when the spec is collected, as its native memory is.
+/// child is created (child_join.c). Released by <see cref="IsolationSpec.Dispose"/>, or when the spec is collected.
 /// </summary>
-internal sealed class OpenedJoins
+internal sealed class OpenedJoins : IDisposable
 {
     private readonly (NamespaceJoin Join, SafeFileHandle Handle, string Source)[] _opened;
 
@@ -74,6 +74,13 @@ internal sealed class OpenedJoins
                 handle.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Closes every descriptor (no start may be using them: IsolationSpec.Lifetime.cs).</summary>
+    public void Dispose()
+    {
+        foreach ((_, SafeFileHandle handle, _) in _opened)
+            handle.Dispose();
     }
 
     /// <summary>The descriptors to send with each start: (role arg, descriptor), in the order given.</summary>

@@ -237,20 +237,28 @@ internal sealed unsafe class SpawnHelper
     }
 
     /// <summary>
-    /// A spec the helper holds for this process: defined once per helper, forgotten when the spec is collected
-    /// (a finalizer, so that an app that builds a spec per job does not grow the helper).
+    /// A spec the helper holds for this process: defined once per helper, forgotten when the spec is disposed or
+    /// collected (a finalizer, so that an app that builds a spec per job does not grow the helper).
     /// </summary>
     internal sealed class Definition(SpawnHelper helper, uint specId) : CriticalFinalizerObject
     {
+        private int _forgotten;
+
         public SpawnHelper Helper { get; } = helper;
 
         public uint SpecId { get; } = specId;
 
-        ~Definition()
+        /// <summary>Tells the helper to drop the spec (once); no start may use it afterwards.</summary>
+        public void Forget()
         {
+            if (Interlocked.Exchange(ref _forgotten, 1) != 0)
+                return;
+            GC.SuppressFinalize(this);
             if (!Helper._gone)
                 IsolationNative_ForgetSpec(Helper._channel, SpecId);
         }
+
+        ~Definition() => Forget();
     }
 }
 

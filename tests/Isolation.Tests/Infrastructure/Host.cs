@@ -118,7 +118,7 @@ public sealed class RootSecret : IDisposable
     {
         if (!OperatingSystem.IsLinux())
             throw new PlatformNotSupportedException();
-        Directory = System.IO.Directory.CreateTempSubdirectory("iso-secret-").FullName;
+        Directory = TempLeftovers.Track(System.IO.Directory.CreateTempSubdirectory("iso-secret-").FullName);
         Path = System.IO.Path.Combine(Directory, "secret");
         File.WriteAllText(Path, "root only\n");
         File.SetUnixFileMode(Path, UnixFileMode.UserRead | UnixFileMode.UserWrite);

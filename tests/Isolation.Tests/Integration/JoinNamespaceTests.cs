@@ -94,7 +94,8 @@ public sealed class JoinNamespaceTests
     {
         Host.RequireRoot();
         using NamespaceHolder holder = NamespaceHolder.Start(asNobody: false, "--mount");
-        string marker = $"/tmp/iso-join-{Guid.NewGuid():N}";
+        using var dir = new TempDirectory(); // the mount point is made on the shared file system: in a directory removed with the test
+        string marker = Path.Combine(dir.Path, "joined");
 
         EnvironmentReport report = await TestHostRunner.ReportAsync(new NamespaceBuilder()
             .JoinNamespace(Namespaces.Mount, holder.Path("mnt"))
@@ -115,7 +116,8 @@ public sealed class JoinNamespaceTests
         Host.RequireRoot();
         using NamespaceHolder outer = NamespaceHolder.Start(asNobody: false, "--user", "--map-root-user");
         using NamespaceHolder inner = NamespaceHolder.StartInUserNamespaceOf(outer, "--user", "--map-root-user");
-        string marker = $"/tmp/iso-userns2-{Guid.NewGuid():N}";
+        using var dir = new TempDirectory(); // the mount point is made on the shared file system: in a directory removed with the test
+        string marker = Path.Combine(dir.Path, "userns2");
         NamespaceBuilder setup = new NamespaceBuilder()
             .JoinNamespace(Namespaces.User, outer.Path("user"))
             .WithNamespaces(Namespaces.Mount)

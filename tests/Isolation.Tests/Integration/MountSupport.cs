@@ -34,7 +34,7 @@ public sealed class BusyboxRoot : IDisposable
     /// <summary>A world-readable temp directory (the unprivileged tests run as uid 65534).</summary>
     public static string NewTempDirectory(string prefix)
     {
-        string path = Directory.CreateTempSubdirectory(prefix).FullName;
+        string path = TempLeftovers.Track(Directory.CreateTempSubdirectory(prefix).FullName);
         System.IO.File.SetUnixFileMode(path, (UnixFileMode)0x1ED);
         return path;
     }

@@ -191,7 +191,7 @@ public sealed class SetupFailureTests
 /// <summary>A directory of files for one test, removed with it.</summary>
 internal sealed class TempDirectory : IDisposable
 {
-    public string Path { get; } = Directory.CreateTempSubdirectory("isolation-test-").FullName;
+    public string Path { get; } = TempLeftovers.Track(Directory.CreateTempSubdirectory("isolation-test-").FullName);
 
     public string Write(string name, string text, bool executable)
     {
