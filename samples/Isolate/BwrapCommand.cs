@@ -152,7 +152,7 @@ internal static class BwrapCommand
     private static Invocation Parse(string[] commandLine)
     {
         var inv = new Invocation();
-        var ops = new List<Action<MountPlanBuilder>>(); // each notes its builder calls in calls, for setup failures' words
+        var ops = new List<Action<MountPlanBuilder>>(); // each notes its builder calls in calls (for setup failures' words)
         BwrapMountCalls calls = inv.MountCalls;
         var binds = new List<(string Source, string Dest)>();
         var bindOps = new Dictionary<int, (string Source, string Dest)>(); // index in ops: for --untrusted's masks
@@ -353,9 +353,13 @@ internal static class BwrapCommand
                     byte[] data = SandboxFlags.ReadAll(fd);
                     int mode = TakePerms(option == "--file" ? 0x1B6 /* 0666, as bwrap */ : 0x180 /* 0600 */);
                     Parents(dest, mode);
-                    ops.Add(option == "--ro-bind-data"
-                        ? m => calls.Note(calls.Note(m, BwrapMountKind.File, dest).File(dest, data, (UnixFileMode)mode), BwrapMountKind.ReadOnly, dest).ReadOnlyPaths(dest)
-                        : m => calls.Note(m, BwrapMountKind.File, dest).File(dest, data, (UnixFileMode)mode));
+                    bool readOnly = option == "--ro-bind-data";
+                    ops.Add(m =>
+                    {
+                        calls.Note(m, BwrapMountKind.File, dest).File(dest, data, (UnixFileMode)mode);
+                        if (readOnly)
+                            calls.Note(m, BwrapMountKind.ReadOnly, dest).ReadOnlyPaths(dest);
+                    });
                     break;
                 }
                 case "--overlay-src": overlaySources.Add(Absolute(Next(option))); break;
