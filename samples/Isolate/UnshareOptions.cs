@@ -139,6 +139,11 @@ internal static class UnshareOptions
             // ENOENT, "mount  failed".
             if (procMount == "" || absoluteProc is not null && !Path.Exists(root is null ? absoluteProc : root.TrimEnd('/') + absoluteProc))
                 throw new UnshareUsageException($"mount {procMount} failed: No such file or directory");
+            // A proc of the caller's PID namespace (no -p) from a new user namespace: the kernel wants CAP_SYS_ADMIN over
+            // the user namespace that owns the caller's PID namespace, which a new one never has. unshare fails at its
+            // mount with these words; the library would refuse at Build() in its own.
+            if (absoluteProc is not null && ns.HasFlag(Namespaces.User) && !ns.HasFlag(Namespaces.Pid))
+                throw new UnshareUsageException($"mount {procMount} failed: Operation not permitted");
             b = b.WithMounts(m =>
             {
                 m.WithPropagation(propagation);

@@ -149,6 +149,20 @@ public sealed class IsolateUnshareTests
     }
 
     [Theory]
+    [InlineData("-Urf|--mount-proc|true")]
+    [InlineData("-U|--mount-proc=/proc|true")]
+    public async Task Mount_proc_without_a_pid_namespace_from_a_new_user_namespace_fails_in_util_linux_unshare_s_words(string commandLine)
+    {
+        RequireRootAndUnshare();
+        string[] args = commandLine.Split('|');
+
+        (Outcome expected, Outcome actual) = await RunBothAsync(args, unprivileged: false);
+
+        Assert.Equal((1, "unshare: mount /proc failed: Operation not permitted\n"), (expected.ExitCode, expected.Stderr));
+        Assert.Equal((1, "isolate unshare: mount /proc failed: Operation not permitted\n"), (actual.ExitCode, actual.Stderr));
+    }
+
+    [Theory]
     [InlineData("--version|--foo", 0)] // acted on in order, as unshare's getopt loop does
     [InlineData("--foo|--version", 1)]
     [InlineData("-rhx", 0)]
