@@ -28,7 +28,7 @@ internal static unsafe class ExitWatcher
     /// <summary>
     /// Watches the status socket of <paramref name="sandbox"/> until it becomes readable (the exit record, or the
     /// helper's EOF), then calls <see cref="IsolatedProcess.OnWatcherEvent"/> once (EPOLLONESHOT). The watcher holds a
-    /// reference on the handle until then, so the socket stays open and the event always comes. The epoll entry
+    /// reference on the handle until then (OnWatcherEvent lets go of it), so the socket stays open and the event always comes. The epoll entry
     /// carries a GC handle to the process, so registering allocates nothing managed.
     /// </summary>
     public static void Register(IsolatedProcess process, Spawning.SandboxHandle sandbox)
@@ -113,16 +113,12 @@ internal static unsafe class ExitWatcher
             handle.Free();
             try
             {
-                process.OnWatcherEvent(); // completes the waits: continuations run here (see remarks)
+                process.OnWatcherEvent(); // releases the watcher's reference on the handle, completes the waits: continuations run here (see remarks)
             }
             catch (Exception e)
             {
                 // A continuation that throws belongs to its task; nothing here may take the watcher down.
                 System.Diagnostics.Debug.Fail($"exit watcher: {e}");
-            }
-            finally
-            {
-                process.Handle.DangerousRelease();
             }
         }
     }

@@ -265,14 +265,38 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
         Signal(SIGKILL);
     }
 
-    /// <summary>Exit watcher thread: the status socket became readable (once): read the record unless a waiter did.</summary>
-    internal void OnWatcherEvent() => TryReap();
+    /// <summary>
+    /// Exit watcher thread: the status socket became readable (once): read the record unless a waiter did. Lets go of
+    /// the watcher's reference on the handle (<see cref="ExitWatcher.Register"/>) before the waits complete, so that a
+    /// continuation that disposes the process (<c>await using</c>) closes its descriptors at once, not only after it
+    /// has returned to the watcher.
+    /// </summary>
+    internal void OnWatcherEvent()
+    {
+        bool watcherHolds = true;
+        try
+        {
+            TryReap(ref watcherHolds);
+        }
+        finally
+        {
+            if (watcherHolds)
+                _handle.DangerousRelease();
+        }
+    }
+
+    private void TryReap()
+    {
+        bool none = false;
+        TryReap(ref none);
+    }
 
     /// <summary>
     /// The exit record has arrived (the helper reaped the program): read it and complete, once, on whichever
-    /// thread gets here first. EOF instead means the helper died, and the status with it.
+    /// thread gets here first. EOF instead means the helper died, and the status with it. When
+    /// <paramref name="watcherHolds"/>, the exit watcher's reference on the handle is released once the record is read.
     /// </summary>
-    private unsafe void TryReap()
+    private unsafe void TryReap(ref bool watcherHolds)
     {
         if (Interlocked.Exchange(ref _reapClaimed, 1) != 0)
             return;
@@ -289,6 +313,11 @@ public sealed partial class IsolatedProcess : IAsyncDisposable, IDisposable
         {
             if (added)
                 _handle.DangerousRelease();
+        }
+        if (watcherHolds)
+        {
+            watcherHolds = false;
+            _handle.DangerousRelease();
         }
         if (rc == 0)
         {
