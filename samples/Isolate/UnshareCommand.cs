@@ -18,6 +18,9 @@ namespace Isolate;
 /// </remarks>
 internal static class UnshareCommand
 {
+    [System.Runtime.InteropServices.DllImport("libc")]
+    private static extern nint signal(int signum, nint handler);
+
     public static async Task<int> RunAsync(string[] args)
     {
         // isolate's resource and security options (shared with the bwrap face) are collected as they come.
@@ -83,14 +86,22 @@ internal static class UnshareCommand
         // which shares our process group). Without -f unshare *is* the program, so a SIGTERM or SIGHUP
         // sent to it must reach the program: we forward those.
         var forwarder = new SignalForwarder();
-        var registrations = new List<PosixSignalRegistration>
+        var registrations = new List<PosixSignalRegistration>();
+        if (plan.Fork)
         {
-            PosixSignalRegistration.Create(PosixSignal.SIGINT, c => c.Cancel = true),
-            PosixSignalRegistration.Create(PosixSignal.SIGQUIT, c => c.Cancel = true),
-            PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; if (!plan.Fork) forwarder.Forward(SIGTERM); }),
-        };
-        if (!plan.Fork)
+            // Only ignored: SIG_IGN itself, without the runtime's signal thread that a registration starts. The
+            // sandbox does not inherit it: the spawn helper gives every sandbox default dispositions.
+            signal(2 /* SIGINT */, 1 /* SIG_IGN */);
+            signal(3 /* SIGQUIT */, 1);
+            signal(15 /* SIGTERM */, 1);
+        }
+        else
+        {
+            registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, c => c.Cancel = true));
+            registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGQUIT, c => c.Cancel = true));
+            registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; forwarder.Forward(SIGTERM); }));
             registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGHUP, c => { c.Cancel = true; forwarder.Forward(SIGHUP); }));
+        }
 
         ExitStatus status;
         try
