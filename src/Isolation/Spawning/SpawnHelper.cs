@@ -96,7 +96,7 @@ internal sealed unsafe class SpawnHelper
             best = Best(pool, identity, out usable);
             if (best is not null && (best._inFlight == 0 || !growWhenBusy || usable >= s_maxHelpers))
                 return best;
-            SpawnHelper started = Start(Locate());
+            SpawnHelper started = Start(Locate(), identity);
             Volatile.Write(ref s_pool, Grown(pool, identity, started));
             return started;
         }
@@ -173,7 +173,9 @@ internal sealed unsafe class SpawnHelper
     internal static string ExecutablePath => Locate();
 
     /// <summary>Starts a helper from <paramref name="path"/> (tests pass a copy without its execute bit).</summary>
-    internal static SpawnHelper Start(string path)
+    internal static SpawnHelper Start(string path) => Start(path, Identity.OfThisThread());
+
+    private static SpawnHelper Start(string path, Identity identity)
     {
         byte[] bytes = Encoding.UTF8.GetBytes(path + "\0");
         int channel, pid, pidfd, nullErrno, rc;
@@ -183,7 +185,7 @@ internal sealed unsafe class SpawnHelper
             throw new SandboxSetupException(SetupStep.StartHelper, $"start the spawn helper {path}", -rc, path,
                 -rc == ENOENT ? "the helper ships beside libIsolationNative.so (runtimes/<rid>/native/); reinstall the package or rebuild"
                 : "it was tried directly, through its ELF interpreter and from a memfd; check that the file is readable and that the kernel allows executing it (noexec mounts, vm.memfd_noexec)");
-        return new SpawnHelper(channel, pid, pidfd, hasNullDevice: nullErrno == 0, Identity.OfThisThread());
+        return new SpawnHelper(channel, pid, pidfd, hasNullDevice: nullErrno == 0, identity);
     }
 
     /// <summary>Tests: closes the channel; the helper kills its sandboxes and exits, as when the host dies.</summary>
@@ -267,29 +269,41 @@ internal static unsafe class NativeAssets
 {
     public static string Locate(string name)
     {
-        var candidates = new List<string>(3);
-        byte* library = IsolationNative_LibraryPath();
-        if (library is not null && Marshal.PtrToStringUTF8((nint)library) is { } libraryPath && Path.GetDirectoryName(libraryPath) is { } dir)
+        var looked = new List<string>(3);
+        foreach (string candidate in Candidates(name))
         {
-            candidates.Add(Path.Combine(dir, name));
-            if (File.Exists(candidates[0]))
-                return candidates[0];
+            if (File.Exists(candidate))
+                return candidate;
+            looked.Add(candidate);
         }
-        candidates.Add(Path.Combine(AppContext.BaseDirectory, name));
-        if (File.Exists(candidates[^1]))
-            return candidates[^1];
-        // Only now the architecture's name: Enum.ToString reads metadata, which costs a NativeAOT start (isolate) ~0.1 ms.
-        string rid = RuntimeInformation.ProcessArchitecture switch
-        {
-            Architecture.X64 => "linux-x64",
-            Architecture.Arm64 => "linux-arm64",
-            Architecture other => $"linux-{other.ToString().ToLowerInvariant()}",
-        };
-        string nested = Path.Combine(AppContext.BaseDirectory, "runtimes", rid, "native", name);
-        if (File.Exists(nested))
-            return nested;
-        candidates.Add(nested);
-        throw new SandboxSetupException(name == SpawnHelper.Name ? SetupStep.StartHelper : SetupStep.LoadInit, $"find {name}", ENOENT, candidates[0],
-            $"{name} ships beside libIsolationNative.so (runtimes/{rid}/native/ in the package); looked in {string.Join(", ", candidates.Distinct())}");
+        throw new SandboxSetupException(name == SpawnHelper.Name ? SetupStep.StartHelper : SetupStep.LoadInit, $"find {name}", ENOENT, looked[0],
+            $"{name} ships beside libIsolationNative.so (runtimes/{RuntimeDirectory()}/native/ in the package); looked in {string.Join(", ", looked.Distinct())}");
     }
+
+    /// <summary>
+    /// Where the file may be, made one at a time: beside the shim, in the application's directory, under its
+    /// runtimes/&lt;rid&gt;/native/. A start mostly stops at the first, before AppContext.BaseDirectory resolves every
+    /// component of its path and before the architecture is named.
+    /// </summary>
+    private static IEnumerable<string> Candidates(string name)
+    {
+        if (ShimDirectory() is { } dir)
+            yield return Path.Combine(dir, name);
+        yield return Path.Combine(AppContext.BaseDirectory, name);
+        yield return Path.Combine(AppContext.BaseDirectory, "runtimes", RuntimeDirectory(), "native", name);
+    }
+
+    private static string? ShimDirectory()
+    {
+        byte* library = IsolationNative_LibraryPath();
+        return library is not null && Marshal.PtrToStringUTF8((nint)library) is { } path ? Path.GetDirectoryName(path) : null;
+    }
+
+    /// <summary>linux-x64 or linux-arm64 (named here, not by Enum.ToString, which reads metadata: ~0.1 ms of a NativeAOT start).</summary>
+    private static string RuntimeDirectory() => RuntimeInformation.ProcessArchitecture switch
+    {
+        Architecture.X64 => "linux-x64",
+        Architecture.Arm64 => "linux-arm64",
+        Architecture other => $"linux-{other.ToString().ToLowerInvariant()}",
+    };
 }
